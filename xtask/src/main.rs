@@ -1,0 +1,47 @@
+//! `cargo xtask`: the one entry point for data, training, images, stacks, local emulation,
+//! end-to-end runs and monitoring. `main` parses and dispatches; each command lives in its own file.
+
+mod build;
+mod config;
+mod ctx;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+use crate::ctx::{Ctx, GlobalArgs};
+
+/// taxi-duration: a ride-duration model from raw trip records to a monitored Lambda service.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build an artifact: `build lambda` makes the static bootstrap binary.
+    Build(build::BuildArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    util::init_tracing();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&cli.global)?;
+    match cli.cmd {
+        Cmd::Build(args) => args.run(&ctx).await,
+    }
+}
