@@ -1,14 +1,11 @@
 //! `cargo xtask`: the one entry point for data, training, images, stacks, local emulation,
 //! end-to-end runs and monitoring. `main` parses and dispatches; each command lives in its own file.
 
-mod build;
-mod config;
-mod ctx;
-mod util;
 
 use clap::{Parser, Subcommand};
 
-use crate::ctx::{Ctx, GlobalArgs};
+use xtask::ctx::{Ctx, GlobalArgs};
+use xtask::*;
 
 /// taxi-duration: a ride-duration model from raw trip records to a monitored Lambda service.
 #[derive(Debug, Parser)]

@@ -1,0 +1,7 @@
+//! The library behind `cargo xtask`: one module per command, plus the shared context.
+//! It is a library so that integration tests can drive the same code the CLI runs.
+
+pub mod build;
+pub mod config;
+pub mod ctx;
+pub mod util;
