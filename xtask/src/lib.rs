@@ -3,9 +3,10 @@
 
 pub mod bench;
 pub mod build;
+pub mod ci;
 pub mod config;
-pub mod data;
 pub mod ctx;
+pub mod data;
 pub mod predict;
 pub mod train;
 pub mod util;

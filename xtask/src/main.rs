@@ -1,7 +1,6 @@
 //! `cargo xtask`: the one entry point for data, training, images, stacks, local emulation,
 //! end-to-end runs and monitoring. `main` parses and dispatches; each command lives in its own file.
 
-
 use clap::{Parser, Subcommand};
 
 use xtask::ctx::{Ctx, GlobalArgs};
@@ -27,6 +26,8 @@ enum Cmd {
     Predict(predict::PredictArgs),
     /// Benchmarks side by side with the Python baseline.
     Bench(bench::BenchArgs),
+    /// Run exactly what CI runs: fmt, clippy, tests, end-to-end.
+    Ci(ci::CiArgs),
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
 }
@@ -51,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Train(args) => args.run(&ctx).await,
         Cmd::Predict(args) => args.run(&ctx).await,
         Cmd::Bench(args) => args.run(&ctx).await,
+        Cmd::Ci(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
     }
 }

@@ -66,17 +66,32 @@ impl std::fmt::Display for TrainSummary {
         writeln!(
             f,
             "train: {} rows read, {} kept (dropped: {} null, {} too short, {} too long, {} bad zone)",
-            c.rows_read, c.rows_kept, c.dropped_null, c.dropped_too_short, c.dropped_too_long, c.dropped_bad_zone
+            c.rows_read,
+            c.rows_kept,
+            c.dropped_null,
+            c.dropped_too_short,
+            c.dropped_too_long,
+            c.dropped_bad_zone
         )?;
         if let Some(v) = &self.val_cleaning {
             writeln!(f, "val:   {} rows read, {} kept", v.rows_read, v.rows_kept)?;
         }
         writeln!(f, "features: {}", self.n_features)?;
-        writeln!(f, "train: RMSE {:.6}  MAE {:.6}  R² {:.6}", self.rmse_train, self.mae_train, self.r2_train)?;
+        writeln!(
+            f,
+            "train: RMSE {:.6}  MAE {:.6}  R² {:.6}",
+            self.rmse_train, self.mae_train, self.r2_train
+        )?;
         if let (Some(r), Some(m), Some(r2)) = (self.rmse_val, self.mae_val, self.r2_val) {
             writeln!(f, "val:   RMSE {r:.6}  MAE {m:.6}  R² {r2:.6}")?;
         }
-        write!(f, "model {} written to {} ({:.2} s)", self.version, self.artifact.display(), self.seconds)
+        write!(
+            f,
+            "model {} written to {} ({:.2} s)",
+            self.version,
+            self.artifact.display(),
+            self.seconds
+        )
     }
 }
 
@@ -89,7 +104,10 @@ impl TrainArgs {
             params: TrainParams {
                 features: FeatureSpec::parse(&self.features)?,
                 ridge_alpha: self.ridge,
-                clean: CleanOptions { min_minutes: self.min_duration, max_minutes: self.max_duration },
+                clean: CleanOptions {
+                    min_minutes: self.min_duration,
+                    max_minutes: self.max_duration,
+                },
             },
             git_commit: git_commit(&ctx.root),
         })
@@ -108,7 +126,10 @@ impl TrainArgs {
         let outcome = job.run().context("train the model")?;
         spinner.finish_and_clear();
         let artifact = outcome.artifact;
-        let path = self.out.join(&artifact.version).join(model::artifact::FILE_NAME);
+        let path = self
+            .out
+            .join(&artifact.version)
+            .join(model::artifact::FILE_NAME);
         artifact.save(&path).context("write the model artifact")?;
         let m = &artifact.metadata;
         let val = m.val_metrics;
