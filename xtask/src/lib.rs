@@ -8,5 +8,6 @@ pub mod config;
 pub mod ctx;
 pub mod data;
 pub mod predict;
+pub mod tidy;
 pub mod train;
 pub mod util;
