@@ -8,16 +8,10 @@ cd "$(dirname "$0")/.."
 CACHE="${TAXI_CACHE_DIR:-$HOME/.cache/taxi-duration}"
 mkdir -p "$CACHE/venvs"
 
-venv() { # name requirements-file
-  local dir="$CACHE/venvs/$1" req="$2"
-  local stamp="$dir/.requirements.sha256"
-  local want; want=$(sha256sum "$req" | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
-  echo "setup: creating venv $1 from $req"
-  rm -rf "$dir"
-  python3 -m venv "$dir"
-  "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-  echo "$want" > "$stamp"
-}
+bash tools/venv.sh moto
 
-venv moto tools/requirements-moto.txt
+# The local OCI registry (`cargo xtask local up`, image tests): Debian's CNCF distribution build.
+if ! command -v docker-registry >/dev/null; then
+  apt-get update -qq
+  apt-get install -y --no-install-recommends docker-registry
+fi

@@ -4,4 +4,10 @@
 pub mod build;
 pub mod config;
 pub mod ctx;
+pub mod daemon;
+pub mod esm;
+pub mod invoke;
+pub mod local;
+pub mod registry;
+pub mod runtime_api;
 pub mod util;

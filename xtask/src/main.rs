@@ -21,6 +21,10 @@ struct Cli {
 enum Cmd {
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
+    /// Local AWS emulator: `local up|down|status|reset|poll`.
+    Local(local::LocalArgs),
+    /// Invoke the function once, locally (Runtime API emulator) or with --remote on AWS.
+    Invoke(invoke::InvokeArgs),
 }
 
 #[tokio::main]
@@ -40,5 +44,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx::new(&cli.global)?;
     match cli.cmd {
         Cmd::Build(args) => args.run(&ctx).await,
+        Cmd::Local(args) => args.run(&ctx).await,
+        Cmd::Invoke(args) => args.run(&ctx).await,
     }
 }
