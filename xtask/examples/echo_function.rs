@@ -6,7 +6,8 @@
 //!   `{"error": "msg"}` makes the invocation fail, `{"sleep_ms": n}` sleeps first,
 //!   `{"exit": code}` kills the process mid-invocation;
 //! - a Kinesis event is answered with `batchItemFailures` for every record whose data is a JSON
-//!   object with `"fail": true`; a record with `"error": true` fails the whole invocation, one
+//!   object with `"fail": true`, or with `"fail_times": n` for the first n times this process sees
+//!   it (so that a retry succeeds); a record with `"error": true` fails the whole invocation, one
 //!   with `"sleep_ms": n` sleeps. When `ECHO_LOG` names a file, each Kinesis invocation appends
 //!   one line `{"request_id", "sequence_numbers", "data"}` to it, so tests can see the batches.
 //!
@@ -19,6 +20,9 @@ use std::time::Duration;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::{Value, json};
+
+/// How often this process has seen each sequence number.
+static SEEN: std::sync::Mutex<std::collections::BTreeMap<String, u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 const VARS: [&str; 10] = [
     "AWS_LAMBDA_FUNCTION_NAME",
@@ -87,7 +91,14 @@ async fn kinesis(payload: Value, request_id: &str) -> Result<Value, Diagnostic> 
         if let Some(ms) = data.get("sleep_ms").and_then(Value::as_u64) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        if data.get("fail") == Some(&Value::Bool(true)) {
+        let seen = {
+            let mut seen = SEEN.lock().expect("not poisoned");
+            let n = seen.entry(record.kinesis.sequence_number.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let fail_times = data.get("fail_times").and_then(Value::as_u64).unwrap_or(0);
+        if data.get("fail") == Some(&Value::Bool(true)) || seen <= fail_times {
             failures.push(json!({"itemIdentifier": record.kinesis.sequence_number}));
         }
         error |= data.get("error") == Some(&Value::Bool(true));
