@@ -22,7 +22,8 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 /// How often this process has seen each sequence number.
-static SEEN: std::sync::Mutex<std::collections::BTreeMap<String, u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+static SEEN: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 const VARS: [&str; 10] = [
     "AWS_LAMBDA_FUNCTION_NAME",
@@ -62,10 +63,19 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
         std::process::exit(code as i32);
     }
     if let Some(msg) = payload.get("error").and_then(Value::as_str) {
-        return Err(Diagnostic { error_type: "EchoError".into(), error_message: msg.into() });
+        return Err(Diagnostic {
+            error_type: "EchoError".into(),
+            error_message: msg.into(),
+        });
     }
-    let env: serde_json::Map<String, Value> =
-        VARS.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), Value::String(v)))).collect();
+    let env: serde_json::Map<String, Value> = VARS
+        .iter()
+        .filter_map(|k| {
+            std::env::var(k)
+                .ok()
+                .map(|v| (k.to_string(), Value::String(v)))
+        })
+        .collect();
     Ok(json!({
         "echo": payload,
         "context": {
@@ -79,8 +89,10 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
 }
 
 async fn kinesis(payload: Value, request_id: &str) -> Result<Value, Diagnostic> {
-    let event: KinesisEvent = serde_json::from_value(payload)
-        .map_err(|e| Diagnostic { error_type: "BadEvent".into(), error_message: e.to_string() })?;
+    let event: KinesisEvent = serde_json::from_value(payload).map_err(|e| Diagnostic {
+        error_type: "BadEvent".into(),
+        error_message: e.to_string(),
+    })?;
     let mut failures = Vec::new();
     let mut seqs = Vec::new();
     let mut datas = Vec::new();
@@ -93,7 +105,9 @@ async fn kinesis(payload: Value, request_id: &str) -> Result<Value, Diagnostic> 
         }
         let seen = {
             let mut seen = SEEN.lock().expect("not poisoned");
-            let n = seen.entry(record.kinesis.sequence_number.clone()).or_insert(0);
+            let n = seen
+                .entry(record.kinesis.sequence_number.clone())
+                .or_insert(0);
             *n += 1;
             *n
         };
@@ -106,18 +120,26 @@ async fn kinesis(payload: Value, request_id: &str) -> Result<Value, Diagnostic> 
     }
     if let Ok(path) = std::env::var("ECHO_LOG") {
         let line = json!({"request_id": request_id, "sequence_numbers": seqs, "data": datas});
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open ECHO_LOG");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open ECHO_LOG");
         writeln!(f, "{line}").expect("write ECHO_LOG");
     }
     if error {
-        return Err(Diagnostic { error_type: "EchoBatchError".into(), error_message: "a record asked for an error".into() });
+        return Err(Diagnostic {
+            error_type: "EchoBatchError".into(),
+            error_message: "a record asked for an error".into(),
+        });
     }
     Ok(json!({"batchItemFailures": failures}))
 }
 
 /// What a custom runtime does when its initialisation fails: one POST to `/init/error`.
 fn post_init_error(error_type: &str, message: &str) {
-    let api = std::env::var("AWS_LAMBDA_RUNTIME_API").expect("AWS_LAMBDA_RUNTIME_API is set by the host");
+    let api =
+        std::env::var("AWS_LAMBDA_RUNTIME_API").expect("AWS_LAMBDA_RUNTIME_API is set by the host");
     let body = json!({"errorType": error_type, "errorMessage": message}).to_string();
     let mut s = std::net::TcpStream::connect(&api).expect("connect to the Runtime API");
     write!(

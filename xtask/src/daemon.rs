@@ -15,7 +15,11 @@ pub fn spawn_detached(cmd: &mut Command, log: &Path) -> anyhow::Result<u32> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let out = File::options().create(true).append(true).open(log).with_context(|| format!("open {}", log.display()))?;
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open {}", log.display()))?;
     let err = out.try_clone()?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
@@ -27,7 +31,9 @@ pub fn spawn_detached(cmd: &mut Command, log: &Path) -> anyhow::Result<u32> {
             Ok(())
         });
     }
-    let child = cmd.spawn().with_context(|| format!("start {:?}", cmd.get_program()))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start {:?}", cmd.get_program()))?;
     Ok(child.id())
 }
 
@@ -39,12 +45,18 @@ pub fn is_running(pid: u32, needle: &str) -> bool {
         return false;
     };
     // The state follows the parenthesised command name, which may itself contain spaces.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
     if state == Some("Z") || state == Some("X") {
         return false;
     }
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " ").contains(needle))
+        .map(|raw| {
+            String::from_utf8_lossy(&raw)
+                .replace('\0', " ")
+                .contains(needle)
+        })
         .unwrap_or(false)
 }
 
@@ -75,7 +87,10 @@ pub fn stop(pid: u32, needle: &str, grace: Duration) -> anyhow::Result<bool> {
     signal(pid, libc::SIGKILL)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while is_running(pid, needle) {
-        anyhow::ensure!(Instant::now() < deadline, "process {pid} ({needle}) survived SIGKILL");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "process {pid} ({needle}) survived SIGKILL"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(true)
@@ -95,17 +110,26 @@ fn signal(pid: u32, sig: libc::c_int) -> anyhow::Result<()> {
 
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .context("bind a loopback port")?
+        .local_addr()?
+        .port())
 }
 
 /// True when something accepts TCP connections on `127.0.0.1:port`.
 pub fn port_in_use(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300))
+        .is_ok()
 }
 
 /// Polls `probe` every 100 ms until it returns true, `what` names the awaited thing in the error.
 /// `alive` lets the caller stop early when the awaited process has died.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut alive: impl FnMut() -> bool, mut probe: F) -> anyhow::Result<()>
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut alive: impl FnMut() -> bool,
+    mut probe: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -116,7 +140,11 @@ where
             return Ok(());
         }
         anyhow::ensure!(alive(), "{what} exited before it became ready");
-        anyhow::ensure!(Instant::now() < deadline, "{what} not ready after {} s", timeout.as_secs());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what} not ready after {} s",
+            timeout.as_secs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -128,10 +156,17 @@ mod tests {
     #[test]
     fn a_detached_process_is_found_and_stopped_by_its_command_line() {
         let dir = tempfile::tempdir().unwrap();
-        let pid = spawn_detached(Command::new("sleep").arg("300"), &dir.path().join("log")).unwrap();
+        let pid =
+            spawn_detached(Command::new("sleep").arg("300"), &dir.path().join("log")).unwrap();
         assert!(is_running(pid, "sleep"));
-        assert!(!is_running(pid, "moto_server"), "a pid running something else is not ours");
-        assert!(!stop(pid, "moto_server", Duration::from_millis(100)).unwrap(), "must not kill a stranger");
+        assert!(
+            !is_running(pid, "moto_server"),
+            "a pid running something else is not ours"
+        );
+        assert!(
+            !stop(pid, "moto_server", Duration::from_millis(100)).unwrap(),
+            "must not kill a stranger"
+        );
         assert!(stop(pid, "sleep", Duration::from_secs(2)).unwrap());
         assert!(!is_running(pid, "sleep"));
     }

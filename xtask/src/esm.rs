@@ -27,7 +27,9 @@ pub enum StartingPosition {
     TrimHorizon,
     /// Records added after the mapping was created. The emulator reads from the mapping's
     /// creation time, so records put between `deploy` and the first poll are not lost.
-    Latest { since: Option<aws_smithy_types::DateTime> },
+    Latest {
+        since: Option<aws_smithy_types::DateTime>,
+    },
     /// Records added at or after this time.
     AtTimestamp(aws_smithy_types::DateTime),
 }
@@ -74,17 +76,26 @@ fn stream_name(arn: &str) -> &str {
 pub async fn mappings(sdk: &SdkConfig, function_name: &str) -> anyhow::Result<Vec<Mapping>> {
     let lambda = aws_sdk_lambda::Client::new(sdk);
     let mut out = Vec::new();
-    let mut pages = lambda.list_event_source_mappings().function_name(function_name).into_paginator().send();
+    let mut pages = lambda
+        .list_event_source_mappings()
+        .function_name(function_name)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
-        let page = page.with_context(|| format!("list the event-source mappings of {function_name}"))?;
+        let page =
+            page.with_context(|| format!("list the event-source mappings of {function_name}"))?;
         for m in page.event_source_mappings() {
             let Some(source) = m.event_source_arn().filter(|a| a.contains(":kinesis:")) else {
                 continue;
             };
             let starting_position = match m.starting_position().map(|p| p.as_str()) {
-                Some("LATEST") => StartingPosition::Latest { since: m.last_modified().cloned() },
+                Some("LATEST") => StartingPosition::Latest {
+                    since: m.last_modified().cloned(),
+                },
                 Some("AT_TIMESTAMP") => StartingPosition::AtTimestamp(
-                    m.starting_position_timestamp().cloned().context("AT_TIMESTAMP mapping without a timestamp")?,
+                    m.starting_position_timestamp()
+                        .cloned()
+                        .context("AT_TIMESTAMP mapping without a timestamp")?,
                 ),
                 _ => StartingPosition::TrimHorizon,
             };
@@ -93,10 +104,14 @@ pub async fn mappings(sdk: &SdkConfig, function_name: &str) -> anyhow::Result<Ve
                 function_arn: m.function_arn().unwrap_or_default().to_string(),
                 stream_arn: source.to_string(),
                 batch_size: m.batch_size().unwrap_or(100).max(1) as usize,
-                batching_window: Duration::from_secs(m.maximum_batching_window_in_seconds().unwrap_or(0).max(0) as u64),
+                batching_window: Duration::from_secs(
+                    m.maximum_batching_window_in_seconds().unwrap_or(0).max(0) as u64,
+                ),
                 starting_position,
                 bisect_on_error: m.bisect_batch_on_function_error().unwrap_or(false),
-                max_retry_attempts: m.maximum_retry_attempts().and_then(|n| u32::try_from(n).ok()),
+                max_retry_attempts: m
+                    .maximum_retry_attempts()
+                    .and_then(|n| u32::try_from(n).ok()),
                 report_batch_item_failures: m
                     .function_response_types()
                     .iter()
@@ -126,7 +141,8 @@ impl Checkpoints {
     pub fn load(dir: &Path, uuid: &str) -> anyhow::Result<Self> {
         let path = dir.join(format!("{uuid}.json"));
         let shards = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("parse {}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };
@@ -165,7 +181,11 @@ pub struct DrainOptions {
 impl DrainOptions {
     /// Checkpoints under `checkpoint_dir`, a 5 minute limit, 100 ms polls.
     pub fn new(checkpoint_dir: impl Into<PathBuf>) -> Self {
-        Self { checkpoint_dir: checkpoint_dir.into(), timeout: Duration::from_secs(300), poll_interval: Duration::from_millis(100) }
+        Self {
+            checkpoint_dir: checkpoint_dir.into(),
+            timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(100),
+        }
     }
 }
 
@@ -193,7 +213,11 @@ impl std::fmt::Display for DrainReport {
         write!(
             f,
             "{} mapping(s), {} invocation(s): {} record(s) succeeded, {} sent to the on-failure destination, {} discarded",
-            self.mappings, self.invocations, self.records_succeeded, self.records_to_destination, self.records_discarded
+            self.mappings,
+            self.invocations,
+            self.records_succeeded,
+            self.records_to_destination,
+            self.records_discarded
         )
     }
 }
@@ -229,7 +253,11 @@ pub struct FailureRecord {
 /// Processes every enabled Kinesis mapping of the host's function until all of its shards are
 /// drained: batches records, invokes the function, retries, bisects, and sends what cannot
 /// succeed to the on-failure destination. Checkpoints persist between calls.
-pub async fn drain(sdk: &SdkConfig, host: &FunctionHost, opts: &DrainOptions) -> anyhow::Result<DrainReport> {
+pub async fn drain(
+    sdk: &SdkConfig,
+    host: &FunctionHost,
+    opts: &DrainOptions,
+) -> anyhow::Result<DrainReport> {
     let function = host.spec().function_name.clone();
     let deadline = Instant::now() + opts.timeout;
     let mut report = DrainReport::default();
@@ -264,7 +292,10 @@ pub async fn drain_mapping(
             Some(t) => kinesis.list_shards().next_token(t),
             None => kinesis.list_shards().stream_name(&stream),
         };
-        let page = req.send().await.with_context(|| format!("list the shards of {stream}"))?;
+        let page = req
+            .send()
+            .await
+            .with_context(|| format!("list the shards of {stream}"))?;
         shards.extend(page.shards().iter().map(|s| s.shard_id().to_string()));
         token = page.next_token().map(str::to_string);
         if token.is_none() {
@@ -274,18 +305,31 @@ pub async fn drain_mapping(
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
     let dest = Destination::new(sdk, mapping.on_failure.as_deref());
     for shard in shards {
-        let mut reader = ShardReader::open(&kinesis, &stream, &shard, mapping, checkpoints.get(&shard)).await?;
+        let mut reader =
+            ShardReader::open(&kinesis, &stream, &shard, mapping, checkpoints.get(&shard)).await?;
         loop {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "draining {stream} did not finish within {} s: a batch may be retried forever (MaximumRetryAttempts = -1)",
                 opts.timeout.as_secs()
             );
-            let batch = reader.next_batch(mapping.batch_size, mapping.batching_window, opts.poll_interval).await?;
+            let batch = reader
+                .next_batch(
+                    mapping.batch_size,
+                    mapping.batching_window,
+                    opts.poll_interval,
+                )
+                .await?;
             if batch.is_empty() {
                 break;
             }
-            let ctx = BatchCtx { mapping, shard: &shard, region: &region, dest: &dest, deadline };
+            let ctx = BatchCtx {
+                mapping,
+                shard: &shard,
+                region: &region,
+                dest: &dest,
+                deadline,
+            };
             process_batch(host, &ctx, batch, &mut checkpoints, &mut report).await?;
         }
     }
@@ -306,18 +350,31 @@ impl<'a> ShardReader<'a> {
         mapping: &Mapping,
         checkpoint: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let req = kinesis.get_shard_iterator().stream_name(stream).shard_id(shard);
+        let req = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard);
         let req = match (checkpoint, &mapping.starting_position) {
-            (Some(seq), _) => req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
-            (None, StartingPosition::TrimHorizon) | (None, StartingPosition::Latest { since: None }) => {
+            (Some(seq), _) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+            (None, StartingPosition::TrimHorizon)
+            | (None, StartingPosition::Latest { since: None }) => {
                 req.shard_iterator_type(ShardIteratorType::TrimHorizon)
             }
-            (None, StartingPosition::Latest { since: Some(t) }) | (None, StartingPosition::AtTimestamp(t)) => {
-                req.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(*t)
-            }
+            (None, StartingPosition::Latest { since: Some(t) })
+            | (None, StartingPosition::AtTimestamp(t)) => req
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(*t),
         };
-        let out = req.send().await.with_context(|| format!("get a shard iterator for {stream}/{shard}"))?;
-        Ok(Self { kinesis, iterator: out.shard_iterator().map(str::to_string) })
+        let out = req
+            .send()
+            .await
+            .with_context(|| format!("get a shard iterator for {stream}/{shard}"))?;
+        Ok(Self {
+            kinesis,
+            iterator: out.shard_iterator().map(str::to_string),
+        })
     }
 
     /// Up to `size` records. Once the shard is caught up, a partial batch waits for `window` to
@@ -331,9 +388,20 @@ impl<'a> ShardReader<'a> {
         let window_end = Instant::now() + window;
         let mut batch = Vec::new();
         while batch.len() < size {
-            let Some(it) = self.iterator.clone() else { break };
-            let limit = i32::try_from(size - batch.len()).unwrap_or(10_000).min(10_000);
-            let out = self.kinesis.get_records().shard_iterator(it).limit(limit).send().await.context("get records")?;
+            let Some(it) = self.iterator.clone() else {
+                break;
+            };
+            let limit = i32::try_from(size - batch.len())
+                .unwrap_or(10_000)
+                .min(10_000);
+            let out = self
+                .kinesis
+                .get_records()
+                .shard_iterator(it)
+                .limit(limit)
+                .send()
+                .await
+                .context("get records")?;
             self.iterator = out.next_shard_iterator().map(str::to_string);
             let got = out.records().len();
             batch.extend(out.records().iter().cloned());
@@ -354,8 +422,16 @@ impl<'a> ShardReader<'a> {
 /// An on-failure destination.
 enum Destination {
     None,
-    Kinesis { client: aws_sdk_kinesis::Client, stream: String, arn: String },
-    S3 { client: aws_sdk_s3::Client, bucket: String, arn: String },
+    Kinesis {
+        client: aws_sdk_kinesis::Client,
+        stream: String,
+        arn: String,
+    },
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        arn: String,
+    },
     Unsupported(String),
 }
 
@@ -370,17 +446,30 @@ impl Destination {
             };
         }
         if let Some(bucket) = arn.split(":::").nth(1).filter(|_| arn.contains(":s3:")) {
-            return Self::S3 { client: crate::ctx::s3_client(sdk), bucket: bucket.to_string(), arn: arn.to_string() };
+            return Self::S3 {
+                client: crate::ctx::s3_client(sdk),
+                bucket: bucket.to_string(),
+                arn: arn.to_string(),
+            };
         }
         Self::Unsupported(arn.to_string())
     }
 
     /// Sends a failure record; returns whether it went anywhere.
-    async fn send(&self, record: &FailureRecord, mapping_uuid: &str, shard: &str) -> anyhow::Result<bool> {
+    async fn send(
+        &self,
+        record: &FailureRecord,
+        mapping_uuid: &str,
+        shard: &str,
+    ) -> anyhow::Result<bool> {
         let body = serde_json::to_vec(record)?;
         match self {
             Self::None => Ok(false),
-            Self::Kinesis { client, stream, arn } => {
+            Self::Kinesis {
+                client,
+                stream,
+                arn,
+            } => {
                 client
                     .put_record()
                     .stream_name(stream)
@@ -391,7 +480,11 @@ impl Destination {
                     .with_context(|| format!("send a failure record to {arn}: create the stream, or fix DestinationConfig"))?;
                 Ok(true)
             }
-            Self::S3 { client, bucket, arn } => {
+            Self::S3 {
+                client,
+                bucket,
+                arn,
+            } => {
                 // Lambda's key layout for S3 on-failure destinations.
                 let now = chrono::Utc::now();
                 let key = format!(
@@ -432,11 +525,19 @@ enum Verdict {
     /// Records from this index on failed (`batchItemFailures`); the ones before succeeded.
     PartialFrom(usize),
     /// The whole batch failed: function error, timeout, init error or an unusable response.
-    Failed { function_error: String },
+    Failed {
+        function_error: String,
+    },
 }
 
-fn judge(outcome: &InvokeOutcome, batch: &[aws_sdk_kinesis::types::Record], report_failures: bool) -> Verdict {
-    let failed = |t: &str| Verdict::Failed { function_error: t.to_string() };
+fn judge(
+    outcome: &InvokeOutcome,
+    batch: &[aws_sdk_kinesis::types::Record],
+    report_failures: bool,
+) -> Verdict {
+    let failed = |t: &str| Verdict::Failed {
+        function_error: t.to_string(),
+    };
     match outcome {
         InvokeOutcome::Ok { response } if report_failures => {
             let Some(items) = response.get("batchItemFailures") else {
@@ -451,7 +552,11 @@ fn judge(outcome: &InvokeOutcome, batch: &[aws_sdk_kinesis::types::Record], repo
             // Lambda treats an unknown, empty or missing identifier as a failure of the whole batch.
             let mut lowest: Option<usize> = None;
             for item in items {
-                let Some(id) = item.get("itemIdentifier").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) else {
+                let Some(id) = item
+                    .get("itemIdentifier")
+                    .and_then(|v| v.as_str())
+                    .filter(|s| !s.is_empty())
+                else {
                     return failed("InvalidBatchItemFailure");
                 };
                 let Some(idx) = batch.iter().position(|r| r.sequence_number() == id) else {
@@ -479,15 +584,26 @@ async fn process_batch(
     report: &mut DrainReport,
 ) -> anyhow::Result<()> {
     // Sub-batches in stream order, each with the retries it has used.
-    let mut pending: VecDeque<(Vec<aws_sdk_kinesis::types::Record>, u32)> = VecDeque::from([(batch, 0)]);
-    let exhausted = |retries: u32| ctx.mapping.max_retry_attempts.is_some_and(|max| retries > max);
+    let mut pending: VecDeque<(Vec<aws_sdk_kinesis::types::Record>, u32)> =
+        VecDeque::from([(batch, 0)]);
+    let exhausted = |retries: u32| {
+        ctx.mapping
+            .max_retry_attempts
+            .is_some_and(|max| retries > max)
+    };
     while let Some((records, retries)) = pending.pop_front() {
-        anyhow::ensure!(Instant::now() < ctx.deadline, "gave up retrying a batch of {}: drain time limit reached", ctx.shard);
+        anyhow::ensure!(
+            Instant::now() < ctx.deadline,
+            "gave up retrying a batch of {}: drain time limit reached",
+            ctx.shard
+        );
         let event = kinesis_event(ctx, &records);
         let outcome = host.invoke(&serde_json::to_value(&event)?).await?;
         report.invocations += 1;
         report.batch_sizes.push(records.len());
-        let last = |rs: &[aws_sdk_kinesis::types::Record]| rs.last().map(|r| r.sequence_number().to_string());
+        let last = |rs: &[aws_sdk_kinesis::types::Record]| {
+            rs.last().map(|r| r.sequence_number().to_string())
+        };
         match judge(&outcome, &records, ctx.mapping.report_batch_item_failures) {
             Verdict::Success => {
                 report.records_succeeded += records.len();
@@ -515,7 +631,15 @@ async fn process_batch(
                     pending.push_front((second, retries));
                     pending.push_front((first, retries));
                 } else if exhausted(retries + 1) {
-                    give_up(ctx, &records, retries + 1, Some(&function_error), checkpoints, report).await?;
+                    give_up(
+                        ctx,
+                        &records,
+                        retries + 1,
+                        Some(&function_error),
+                        checkpoints,
+                        report,
+                    )
+                    .await?;
                 } else {
                     pending.push_front((records, retries + 1));
                 }
@@ -534,7 +658,9 @@ async fn give_up(
     checkpoints: &mut Checkpoints,
     report: &mut DrainReport,
 ) -> anyhow::Result<()> {
-    let (Some(first), Some(last)) = (records.first(), records.last()) else { return Ok(()) };
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(());
+    };
     let arrival = |r: &aws_sdk_kinesis::types::Record| {
         r.approximate_arrival_timestamp()
             .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
@@ -568,7 +694,11 @@ async fn give_up(
         report.records_to_destination += records.len();
         report.failure_records.push(record);
     } else {
-        tracing::warn!("discarding {} record(s) of {} after {invocations} invocation(s): the mapping has no on-failure destination", records.len(), ctx.shard);
+        tracing::warn!(
+            "discarding {} record(s) of {} after {invocations} invocation(s): the mapping has no on-failure destination",
+            records.len(),
+            ctx.shard
+        );
         report.records_discarded += records.len();
     }
     checkpoints.set(ctx.shard, last.sequence_number())
@@ -596,7 +726,8 @@ fn event_record(ctx: &BatchCtx<'_>, r: &aws_sdk_kinesis::types::Record) -> Kines
     if let Some(t) = r.approximate_arrival_timestamp()
         && let Some(dt) = chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
     {
-        rec.kinesis.approximate_arrival_timestamp = aws_lambda_events::encodings::SecondTimestamp(dt);
+        rec.kinesis.approximate_arrival_timestamp =
+            aws_lambda_events::encodings::SecondTimestamp(dt);
     }
     rec
 }
@@ -607,7 +738,11 @@ mod tests {
     use aws_sdk_kinesis::types::Record;
 
     fn rec(seq: &str) -> Record {
-        Record::builder().sequence_number(seq).data(aws_smithy_types::Blob::new(b"{}".to_vec())).build().unwrap()
+        Record::builder()
+            .sequence_number(seq)
+            .data(aws_smithy_types::Blob::new(b"{}".to_vec()))
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -616,11 +751,24 @@ mod tests {
         let resp = InvokeOutcome::Ok {
             response: serde_json::json!({"batchItemFailures": [{"itemIdentifier": "13"}, {"itemIdentifier": "11"}]}),
         };
-        assert!(matches!(judge(&resp, &batch, true), Verdict::PartialFrom(1)));
-        assert!(matches!(judge(&resp, &batch, false), Verdict::Success), "ignored unless ReportBatchItemFailures");
-        let unknown = InvokeOutcome::Ok { response: serde_json::json!({"batchItemFailures": [{"itemIdentifier": "99"}]}) };
-        assert!(matches!(judge(&unknown, &batch, true), Verdict::Failed { .. }));
-        let empty = InvokeOutcome::Ok { response: serde_json::json!({"batchItemFailures": []}) };
+        assert!(matches!(
+            judge(&resp, &batch, true),
+            Verdict::PartialFrom(1)
+        ));
+        assert!(
+            matches!(judge(&resp, &batch, false), Verdict::Success),
+            "ignored unless ReportBatchItemFailures"
+        );
+        let unknown = InvokeOutcome::Ok {
+            response: serde_json::json!({"batchItemFailures": [{"itemIdentifier": "99"}]}),
+        };
+        assert!(matches!(
+            judge(&unknown, &batch, true),
+            Verdict::Failed { .. }
+        ));
+        let empty = InvokeOutcome::Ok {
+            response: serde_json::json!({"batchItemFailures": []}),
+        };
         assert!(matches!(judge(&empty, &batch, true), Verdict::Success));
     }
 
@@ -636,6 +784,9 @@ mod tests {
 
     #[test]
     fn stream_names_come_from_arns() {
-        assert_eq!(stream_name("arn:aws:kinesis:us-east-1:123456789012:stream/rides"), "rides");
+        assert_eq!(
+            stream_name("arn:aws:kinesis:us-east-1:123456789012:stream/rides"),
+            "rides"
+        );
     }
 }

@@ -76,7 +76,11 @@ pub struct InvokeReport {
 
 impl std::fmt::Display for InvokeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} ({}, {} ms)", self.function, self.mode, self.duration_ms)?;
+        writeln!(
+            f,
+            "{} ({}, {} ms)",
+            self.function, self.mode, self.duration_ms
+        )?;
         write!(f, "{}", self.outcome)
     }
 }
@@ -85,11 +89,14 @@ impl InvokeArgs {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let event = match (&self.event, &self.ride) {
             (Some(path), _) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("read event file {}", path.display()))?;
-                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read event file {}", path.display()))?;
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?
             }
             (None, Some(ride)) => {
-                let ride: serde_json::Value = serde_json::from_str(ride).context("--ride is not JSON")?;
+                let ride: serde_json::Value =
+                    serde_json::from_str(ride).context("--ride is not JSON")?;
                 ride_event(&ctx.env, &ride)?
             }
             (None, None) => bail!("give --event FILE or --ride JSON"),
@@ -121,7 +128,10 @@ impl InvokeArgs {
 pub fn ride_event(env: &EnvConfig, ride: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
     use base64::Engine;
     let data = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(ride)?);
-    let stream_arn = format!("arn:aws:kinesis:{}:{EMULATOR_ACCOUNT}:stream/{}", env.region, env.input_stream);
+    let stream_arn = format!(
+        "arn:aws:kinesis:{}:{EMULATOR_ACCOUNT}:stream/{}",
+        env.region, env.input_stream
+    );
     let seq = "49590338271490256608559692538361571095921575989136588898";
     Ok(serde_json::json!({
         "Records": [{
@@ -151,7 +161,13 @@ pub fn function_env(env: &EnvConfig, model: &ModelArgs) -> BTreeMap<String, Stri
             vars.insert("MODEL_LOCATION".to_string(), loc.clone());
         }
         None => {
-            vars.insert("MODEL_BUCKET".into(), model.model_bucket.clone().unwrap_or_else(|| env.model_bucket.clone()));
+            vars.insert(
+                "MODEL_BUCKET".into(),
+                model
+                    .model_bucket
+                    .clone()
+                    .unwrap_or_else(|| env.model_bucket.clone()),
+            );
             if let Some(run) = &model.run_id {
                 vars.insert("RUN_ID".into(), run.clone());
             }
@@ -166,17 +182,28 @@ pub fn function_env(env: &EnvConfig, model: &ModelArgs) -> BTreeMap<String, Stri
 /// emulator has the function (ARN, timeout, memory, variables), the environment's config otherwise.
 pub async fn local_host(ctx: &Ctx, args: &FunctionArgs) -> anyhow::Result<FunctionHost> {
     let mode = match (&args.image, &args.bootstrap) {
-        (Some(image), _) => FunctionMode::Container { image: image.clone() },
-        (None, Some(path)) => FunctionMode::Process { bootstrap: path.clone() },
+        (Some(image), _) => FunctionMode::Container {
+            image: image.clone(),
+        },
+        (None, Some(path)) => FunctionMode::Process {
+            bootstrap: path.clone(),
+        },
         (None, None) => {
             let root = ctx.root.clone();
-            let built = tokio::task::spawn_blocking(move || crate::build::build_lambda(&root, false)).await??;
-            FunctionMode::Process { bootstrap: built.path }
+            let built =
+                tokio::task::spawn_blocking(move || crate::build::build_lambda(&root, false))
+                    .await??;
+            FunctionMode::Process {
+                bootstrap: built.path,
+            }
         }
     };
     let env = &ctx.env;
     let endpoint = ctx.endpoint().ok().flatten();
-    let arn = format!("arn:aws:lambda:{}:{EMULATOR_ACCOUNT}:function:{}", env.region, env.function_name);
+    let arn = format!(
+        "arn:aws:lambda:{}:{EMULATOR_ACCOUNT}:function:{}",
+        env.region, env.function_name
+    );
     let mut spec = FunctionSpec::new(&env.function_name, &arn, &env.region, mode);
     spec.timeout = Duration::from_secs(env.timeout_s.into());
     spec.memory_mb = env.memory_mb;
@@ -191,7 +218,12 @@ pub async fn local_host(ctx: &Ctx, args: &FunctionArgs) -> anyhow::Result<Functi
 /// Overlays the deployed function's configuration, when the emulator has the function.
 async fn deployed_config(ctx: &Ctx, spec: &mut FunctionSpec) -> anyhow::Result<()> {
     let lambda = aws_sdk_lambda::Client::new(&ctx.aws().await?);
-    let Ok(found) = lambda.get_function_configuration().function_name(&spec.function_name).send().await else {
+    let Ok(found) = lambda
+        .get_function_configuration()
+        .function_name(&spec.function_name)
+        .send()
+        .await
+    else {
         return Ok(());
     };
     if let Some(arn) = found.function_arn() {
@@ -204,7 +236,8 @@ async fn deployed_config(ctx: &Ctx, spec: &mut FunctionSpec) -> anyhow::Result<(
         spec.memory_mb = m.max(128) as u32;
     }
     if let Some(vars) = found.environment().and_then(|e| e.variables()) {
-        spec.env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        spec.env
+            .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     Ok(())
 }
@@ -218,15 +251,31 @@ async fn invoke_remote(ctx: &Ctx, event: &serde_json::Value) -> anyhow::Result<I
         .payload(aws_smithy_types::Blob::new(serde_json::to_vec(event)?))
         .send()
         .await
-        .with_context(|| format!("invoke {name}: deploy it first with `cargo xtask deploy --env {}`", ctx.env.name))?;
-    let body = out.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+        .with_context(|| {
+            format!(
+                "invoke {name}: deploy it first with `cargo xtask deploy --env {}`",
+                ctx.env.name
+            )
+        })?;
+    let body = out
+        .payload()
+        .map(|b| b.as_ref().to_vec())
+        .unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
     Ok(match out.function_error() {
         None => InvokeOutcome::Ok { response: doc },
         Some(kind) => InvokeOutcome::FunctionError {
-            error_type: doc.get("errorType").and_then(|v| v.as_str()).unwrap_or(kind).to_string(),
-            error_message: doc.get("errorMessage").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
+            error_type: doc
+                .get("errorType")
+                .and_then(|v| v.as_str())
+                .unwrap_or(kind)
+                .to_string(),
+            error_message: doc
+                .get("errorMessage")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string(),
         },
     })
 }

@@ -111,10 +111,22 @@ impl std::fmt::Display for LocalReport {
             None => write!(f, "local emulator: {}", self.action)?,
             Some(s) => {
                 let pid = s.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
-                let health = if self.emulator_healthy { "answering" } else { "NOT answering" };
-                write!(f, "local emulator {}: {} {}{pid} ({health})", self.action, s.kind, s.endpoint)?;
+                let health = if self.emulator_healthy {
+                    "answering"
+                } else {
+                    "NOT answering"
+                };
+                write!(
+                    f,
+                    "local emulator {}: {} {}{pid} ({health})",
+                    self.action, s.kind, s.endpoint
+                )?;
                 if let Some(reg) = &s.registry {
-                    let health = if self.registry_healthy == Some(true) { "answering" } else { "NOT answering" };
+                    let health = if self.registry_healthy == Some(true) {
+                        "answering"
+                    } else {
+                        "NOT answering"
+                    };
                     write!(f, "\nregistry: {reg} ({health})")?;
                 }
                 if s.kind == "moto" || s.kind == "external" {
@@ -143,7 +155,11 @@ impl LocalArgs {
                     moto_bin: None,
                 };
                 if ctx.dry_run {
-                    ctx.note(format!("would start moto on 127.0.0.1:{} (state in {})", a.port, LocalState::path(&ctx.cache).display()));
+                    ctx.note(format!(
+                        "would start moto on 127.0.0.1:{} (state in {})",
+                        a.port,
+                        LocalState::path(&ctx.cache).display()
+                    ));
                     return Ok(());
                 }
                 let _spin = ctx.spinner("starting the local emulator");
@@ -151,19 +167,28 @@ impl LocalArgs {
             }
             LocalCmd::Down => {
                 if ctx.dry_run {
-                    ctx.note(format!("would stop what {} records", LocalState::path(&ctx.cache).display()));
+                    ctx.note(format!(
+                        "would stop what {} records",
+                        LocalState::path(&ctx.cache).display()
+                    ));
                     return Ok(());
                 }
                 ctx.emit(&down(&ctx.cache)?)
             }
             LocalCmd::Status => ctx.emit(&status(&ctx.cache).await?),
             LocalCmd::Reset => {
-                let endpoint = ctx.endpoint()?.context("no emulator endpoint: start one with `cargo xtask local up`")?;
+                let endpoint = ctx
+                    .endpoint()?
+                    .context("no emulator endpoint: start one with `cargo xtask local up`")?;
                 if ctx.dry_run {
-                    ctx.note(format!("would wipe every resource in the emulator at {endpoint}"));
+                    ctx.note(format!(
+                        "would wipe every resource in the emulator at {endpoint}"
+                    ));
                     return Ok(());
                 }
-                ctx.confirm(&format!("wipe every resource in the emulator at {endpoint}"))?;
+                ctx.confirm(&format!(
+                    "wipe every resource in the emulator at {endpoint}"
+                ))?;
                 reset(&ctx.cache, &endpoint).await?;
                 ctx.note(format!("emulator at {endpoint} reset"));
                 Ok(())
@@ -235,7 +260,10 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<LocalReport> {
             state.write(&opts.cache)?;
             return report("already running", Some(state), notes).await;
         }
-        notes.push(format!("the emulator recorded at {} is gone; starting afresh", state.endpoint));
+        notes.push(format!(
+            "the emulator recorded at {} is gone; starting afresh",
+            state.endpoint
+        ));
         stop_recorded(&state)?;
         std::fs::remove_file(LocalState::path(&opts.cache)).ok();
         std::fs::remove_dir_all(checkpoint_dir(&opts.cache)).ok();
@@ -248,7 +276,13 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<LocalReport> {
                  (e.g. `docker compose -f docker-compose.local.yaml up -d` for LocalStack), or unset AWS_ENDPOINT_URL to start moto"
             );
         }
-        let state = LocalState { endpoint: endpoint.clone(), pid: None, kind: "external".into(), registry: None, registry_pid: None };
+        let state = LocalState {
+            endpoint: endpoint.clone(),
+            pid: None,
+            kind: "external".into(),
+            registry: None,
+            registry_pid: None,
+        };
         (state, "adopted")
     } else {
         let endpoint = format!("http://127.0.0.1:{}", opts.port);
@@ -270,9 +304,21 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<LocalReport> {
         .await;
         if let Err(e) = ready {
             daemon::stop(pid, MOTO_NEEDLE, Duration::from_secs(2)).ok();
-            return Err(e.context(format!("see {}", opts.cache.join("local/moto.log").display())));
+            return Err(e.context(format!(
+                "see {}",
+                opts.cache.join("local/moto.log").display()
+            )));
         }
-        (LocalState { endpoint, pid: Some(pid), kind: "moto".into(), registry: None, registry_pid: None }, "started")
+        (
+            LocalState {
+                endpoint,
+                pid: Some(pid),
+                kind: "moto".into(),
+                registry: None,
+                registry_pid: None,
+            },
+            "started",
+        )
     };
     // Written before the registry starts, so that a failing registry still leaves moto findable.
     state.write(&opts.cache)?;
@@ -282,7 +328,11 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<LocalReport> {
 }
 
 /// Starts the registry when wanted, Docker is present and none of ours runs.
-async fn ensure_registry(opts: &UpOptions, state: &mut LocalState, notes: &mut Vec<String>) -> anyhow::Result<()> {
+async fn ensure_registry(
+    opts: &UpOptions,
+    state: &mut LocalState,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
     if !opts.registry {
         return Ok(());
     }
@@ -314,7 +364,9 @@ async fn ensure_registry(opts: &UpOptions, state: &mut LocalState, notes: &mut V
 
 async fn docker_present() -> bool {
     match bollard::Docker::connect_with_local_defaults() {
-        Ok(d) => tokio::time::timeout(Duration::from_secs(3), d.ping()).await.is_ok_and(|r| r.is_ok()),
+        Ok(d) => tokio::time::timeout(Duration::from_secs(3), d.ping())
+            .await
+            .is_ok_and(|r| r.is_ok()),
         Err(_) => false,
     }
 }
@@ -322,21 +374,34 @@ async fn docker_present() -> bool {
 /// Stops what `up` started (only processes that still are ours) and removes the state.
 pub fn down(cache: &Path) -> anyhow::Result<LocalReport> {
     let Some(state) = LocalState::read(cache)? else {
-        return Ok(LocalReport { action: "not running".into(), state: None, emulator_healthy: false, registry_healthy: None, notes: vec![] });
+        return Ok(LocalReport {
+            action: "not running".into(),
+            state: None,
+            emulator_healthy: false,
+            registry_healthy: None,
+            notes: vec![],
+        });
     };
     let notes = stop_recorded(&state)?;
-    std::fs::remove_file(LocalState::path(cache)).with_context(|| format!("remove {}", LocalState::path(cache).display()))?;
+    std::fs::remove_file(LocalState::path(cache))
+        .with_context(|| format!("remove {}", LocalState::path(cache).display()))?;
     // Checkpoints name sequence numbers of streams that died with the emulator.
     std::fs::remove_dir_all(checkpoint_dir(cache)).ok();
-    Ok(LocalReport { action: "stopped".into(), state: Some(state), emulator_healthy: false, registry_healthy: None, notes })
+    Ok(LocalReport {
+        action: "stopped".into(),
+        state: Some(state),
+        emulator_healthy: false,
+        registry_healthy: None,
+        notes,
+    })
 }
 
 fn stop_recorded(state: &LocalState) -> anyhow::Result<Vec<String>> {
     let mut notes = Vec::new();
-    if let Some(pid) = state.pid {
-        if !daemon::stop(pid, MOTO_NEEDLE, Duration::from_secs(5))? {
-            notes.push(format!("moto (pid {pid}) was no longer running"));
-        }
+    if let Some(pid) = state.pid
+        && !daemon::stop(pid, MOTO_NEEDLE, Duration::from_secs(5))?
+    {
+        notes.push(format!("moto (pid {pid}) was no longer running"));
     }
     if let Some(pid) = state.registry_pid {
         if !registry::is_running(pid) {
@@ -350,15 +415,27 @@ fn stop_recorded(state: &LocalState) -> anyhow::Result<Vec<String>> {
 /// Reports the recorded state and whether its parts answer.
 pub async fn status(cache: &Path) -> anyhow::Result<LocalReport> {
     let state = LocalState::read(cache)?;
-    let action = if state.is_some() { "status" } else { "not running" };
+    let action = if state.is_some() {
+        "status"
+    } else {
+        "not running"
+    };
     report(action, state, vec![]).await
 }
 
-async fn report(action: &str, state: Option<LocalState>, notes: Vec<String>) -> anyhow::Result<LocalReport> {
+async fn report(
+    action: &str,
+    state: Option<LocalState>,
+    notes: Vec<String>,
+) -> anyhow::Result<LocalReport> {
     let (emulator_healthy, registry_healthy) = match &state {
         None => (false, None),
         Some(s) => {
-            let emu = if s.kind == "moto" { moto_healthy(&s.endpoint).await } else { answers(&s.endpoint).await };
+            let emu = if s.kind == "moto" {
+                moto_healthy(&s.endpoint).await
+            } else {
+                answers(&s.endpoint).await
+            };
             let reg = match &s.registry {
                 Some(addr) => Some(registry::healthy(addr).await),
                 None => None,
@@ -366,23 +443,39 @@ async fn report(action: &str, state: Option<LocalState>, notes: Vec<String>) -> 
             (emu, reg)
         }
     };
-    Ok(LocalReport { action: action.into(), state, emulator_healthy, registry_healthy, notes })
+    Ok(LocalReport {
+        action: action.into(),
+        state,
+        emulator_healthy,
+        registry_healthy,
+        notes,
+    })
 }
 
 /// Wipes every resource in the moto server at `endpoint`, and the checkpoints that referred to them.
 pub async fn reset(cache: &Path, endpoint: &str) -> anyhow::Result<()> {
     let client = http();
     let url = format!("{}/moto-api/reset", endpoint.trim_end_matches('/'));
-    let resp = client.post(&url).send().await.with_context(|| format!("POST {url}"))?;
+    let resp = client
+        .post(&url)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
     if !resp.status().is_success() {
-        bail!("{url} answered {}: reset works on moto only; restart other emulators to wipe them", resp.status());
+        bail!(
+            "{url} answered {}: reset works on moto only; restart other emulators to wipe them",
+            resp.status()
+        );
     }
     std::fs::remove_dir_all(checkpoint_dir(cache)).ok();
     Ok(())
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("static client config")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("static client config")
 }
 
 /// True when moto's own API answers with 200.
@@ -398,15 +491,26 @@ async fn answers(endpoint: &str) -> bool {
 
 /// The moto server executable: given, `MOTO_SERVER_BIN`, or the venv (created on first use).
 fn moto_bin(opts: &UpOptions) -> anyhow::Result<PathBuf> {
-    if let Some(bin) = opts.moto_bin.clone().or_else(|| std::env::var_os("MOTO_SERVER_BIN").map(PathBuf::from)) {
+    if let Some(bin) = opts
+        .moto_bin
+        .clone()
+        .or_else(|| std::env::var_os("MOTO_SERVER_BIN").map(PathBuf::from))
+    {
         return Ok(bin);
     }
     // tools/venv.sh is a no-op when the venv matches tools/requirements-moto.txt.
     let mut cmd = Command::new("bash");
-    cmd.arg(opts.root.join("tools/venv.sh")).arg("moto").env("TAXI_CACHE_DIR", &opts.cache);
-    crate::util::run_cmd(&mut cmd).context("install moto into its venv (needs python3 with venv and PyPI access)")?;
+    cmd.arg(opts.root.join("tools/venv.sh"))
+        .arg("moto")
+        .env("TAXI_CACHE_DIR", &opts.cache);
+    crate::util::run_cmd(&mut cmd)
+        .context("install moto into its venv (needs python3 with venv and PyPI access)")?;
     let bin = opts.cache.join("venvs/moto/bin/moto_server");
-    anyhow::ensure!(bin.is_file(), "{} missing after installing moto", bin.display());
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} missing after installing moto",
+        bin.display()
+    );
     Ok(bin)
 }
 
@@ -416,6 +520,9 @@ fn start_moto(bin: &Path, port: u16, log: &Path) -> anyhow::Result<u32> {
     // moto runs its own Lambda executor on every Kinesis put to a stream with a mapping, trying to
     // pull images through Docker; the toolkit emulates event-source mappings itself, so moto is
     // pointed at a Docker socket that does not exist and fails those attempts at once.
-    cmd.env("DOCKER_HOST", "unix:///nonexistent/taxi-duration-no-docker.sock");
+    cmd.env(
+        "DOCKER_HOST",
+        "unix:///nonexistent/taxi-duration-no-docker.sock",
+    );
     daemon::spawn_detached(&mut cmd, log).with_context(|| format!("start {}", bin.display()))
 }

@@ -42,7 +42,9 @@ pub fn binary() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("docker-registry")).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join("docker-registry"))
+            .find(|p| p.is_file())
     })
 }
 
@@ -74,13 +76,23 @@ pub async fn start(dir: &Path, port: u16) -> anyhow::Result<RegistryHandle> {
         bail!("no OCI registry binary found: {INSTALL_HINT}");
     };
     if daemon::port_in_use(port) {
-        bail!("port {port} is already taken: choose another with TAXI_REGISTRY_PORT, or stop what listens there");
+        bail!(
+            "port {port} is already taken: choose another with TAXI_REGISTRY_PORT, or stop what listens there"
+        );
     }
     let config = write_config(dir, port)?;
-    let pid = daemon::spawn_detached(Command::new(&bin).arg("serve").arg(&config), &dir.join("registry.log"))
-        .with_context(|| format!("start {}", bin.display()))?;
+    let pid = daemon::spawn_detached(
+        Command::new(&bin).arg("serve").arg(&config),
+        &dir.join("registry.log"),
+    )
+    .with_context(|| format!("start {}", bin.display()))?;
     let addr = format!("127.0.0.1:{port}");
-    let handle = RegistryHandle { pid, addr: addr.clone(), port, dir: dir.to_path_buf() };
+    let handle = RegistryHandle {
+        pid,
+        addr: addr.clone(),
+        port,
+        dir: dir.to_path_buf(),
+    };
     let ready = daemon::wait_until(
         &format!("registry on {addr}"),
         Duration::from_secs(30),
@@ -98,7 +110,10 @@ pub async fn start(dir: &Path, port: u16) -> anyhow::Result<RegistryHandle> {
 
 /// True when a registry answers `GET /v2/` with 200 on `addr` (`host:port`).
 pub async fn healthy(addr: &str) -> bool {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("static client config");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("static client config");
     matches!(client.get(format!("http://{addr}/v2/")).send().await, Ok(r) if r.status().is_success())
 }
 
@@ -126,9 +141,12 @@ mod tests {
     fn config_listens_on_loopback_and_stores_under_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_config(dir.path(), 5123).unwrap();
-        let yaml: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(yaml["http"]["addr"].as_str(), Some("127.0.0.1:5123"));
-        let root = yaml["storage"]["filesystem"]["rootdirectory"].as_str().unwrap();
+        let root = yaml["storage"]["filesystem"]["rootdirectory"]
+            .as_str()
+            .unwrap();
         assert!(Path::new(root).starts_with(dir.path()), "{root}");
     }
 }

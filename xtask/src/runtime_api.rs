@@ -129,13 +129,25 @@ impl std::fmt::Display for InvokeOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Ok { response } => {
-                write!(f, "{}", serde_json::to_string_pretty(response).map_err(|_| std::fmt::Error)?)
+                write!(
+                    f,
+                    "{}",
+                    serde_json::to_string_pretty(response).map_err(|_| std::fmt::Error)?
+                )
             }
-            Self::FunctionError { error_type, error_message } => {
+            Self::FunctionError {
+                error_type,
+                error_message,
+            } => {
                 write!(f, "function error ({error_type}): {error_message}")
             }
-            Self::Timeout { after_ms } => write!(f, "timed out after {:.1} s", *after_ms as f64 / 1000.0),
-            Self::InitError { error_type, error_message } => write!(f, "init error ({error_type}): {error_message}"),
+            Self::Timeout { after_ms } => {
+                write!(f, "timed out after {:.1} s", *after_ms as f64 / 1000.0)
+            }
+            Self::InitError {
+                error_type,
+                error_message,
+            } => write!(f, "init error ({error_type}): {error_message}"),
         }
     }
 }
@@ -152,8 +164,10 @@ struct ErrorBody {
 
 impl ErrorBody {
     fn parse(headers: &HeaderMap, body: &[u8]) -> Self {
-        let mut err: ErrorBody = serde_json::from_slice(body)
-            .unwrap_or_else(|_| ErrorBody { error_type: String::new(), error_message: String::from_utf8_lossy(body).into() });
+        let mut err: ErrorBody = serde_json::from_slice(body).unwrap_or_else(|_| ErrorBody {
+            error_type: String::new(),
+            error_message: String::from_utf8_lossy(body).into(),
+        });
         if err.error_type.is_empty() {
             err.error_type = headers
                 .get("Lambda-Runtime-Function-Error-Type")
@@ -174,9 +188,18 @@ struct Invocation {
 /// What the Runtime API server tells the invoking side.
 enum Event {
     /// The runtime received an invocation; its deadline starts now.
-    Dispatched { id: String, deadline: Instant },
-    Response { id: String, body: Bytes },
-    Error { id: String, err: ErrorBody },
+    Dispatched {
+        id: String,
+        deadline: Instant,
+    },
+    Response {
+        id: String,
+        body: Bytes,
+    },
+    Error {
+        id: String,
+        err: ErrorBody,
+    },
     InitError(ErrorBody),
 }
 
@@ -207,7 +230,10 @@ impl Runner {
                 }
             }
             Runner::Container { docker, id } => {
-                let opts = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
+                let opts = bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
                 if let Err(e) = docker.remove_container(id, Some(opts)).await {
                     tracing::warn!("remove function container {id}: {e}");
                 }
@@ -265,7 +291,9 @@ impl FunctionHost {
             FunctionMode::Container { image } => {
                 let docker = Docker::connect_with_local_defaults()
                     .context("connect to Docker: start the Docker engine or use process mode")?;
-                docker.ping().await.context("Docker does not answer: start the Docker engine or use process mode")?;
+                docker.ping().await.context(
+                    "Docker does not answer: start the Docker engine or use process mode",
+                )?;
                 docker
                     .inspect_image(image)
                     .await
@@ -273,7 +301,12 @@ impl FunctionHost {
                 Some(docker)
             }
         };
-        Ok(Self { spec, docker, slot: Mutex::new(None), cold_starts: Default::default() })
+        Ok(Self {
+            spec,
+            docker,
+            slot: Mutex::new(None),
+            cold_starts: Default::default(),
+        })
     }
 
     /// The spec this host runs.
@@ -300,7 +333,10 @@ impl FunctionHost {
         let id = request_id();
         let payload = serde_json::to_vec(payload)?;
         inst.queue
-            .send(Invocation { id: id.clone(), payload })
+            .send(Invocation {
+                id: id.clone(),
+                payload,
+            })
             .await
             .context("the Runtime API server stopped")?;
 
@@ -372,7 +408,9 @@ impl FunctionHost {
             arn: self.spec.arn.clone(),
             timeout: self.spec.timeout,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind the Runtime API port")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind the Runtime API port")?;
         let addr = listener.local_addr()?;
         let app = router(api.clone());
         let server = tokio::spawn(async move {
@@ -389,8 +427,17 @@ impl FunctionHost {
                 spawn_container(docker, image, &env, self.spec.memory_mb, exit_tx).await?
             }
         };
-        self.cold_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Instance { api, queue: queue_tx, events: events_rx, server, runner, exited: exit_rx, initialised: false })
+        self.cold_starts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Instance {
+            api,
+            queue: queue_tx,
+            events: events_rx,
+            server,
+            runner,
+            exited: exit_rx,
+            initialised: false,
+        })
     }
 
     /// The variables Lambda sets, then the function's own.
@@ -409,7 +456,10 @@ impl FunctionHost {
         set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", s.memory_mb.to_string());
         set("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into());
         set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
-        set("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", s.function_name));
+        set(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", s.function_name),
+        );
         set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name());
         set("AWS_REGION", s.region.clone());
         set("AWS_DEFAULT_REGION", s.region.clone());
@@ -421,7 +471,10 @@ impl FunctionHost {
             set("AWS_ENDPOINT_URL", endpoint.clone());
         }
         if let FunctionMode::Process { bootstrap } = &s.mode {
-            let root = bootstrap.parent().map(|p| p.display().to_string()).unwrap_or_default();
+            let root = bootstrap
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             set("LAMBDA_TASK_ROOT", root);
         } else {
             set("LAMBDA_TASK_ROOT", "/var/task".into());
@@ -453,7 +506,10 @@ impl Drop for FunctionHost {
                 Runner::Container { docker, id } => {
                     if let Ok(rt) = tokio::runtime::Handle::try_current() {
                         rt.spawn(async move {
-                            let opts = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
+                            let opts = bollard::query_parameters::RemoveContainerOptions {
+                                force: true,
+                                ..Default::default()
+                            };
                             let _ = docker.remove_container(&id, Some(opts)).await;
                         });
                     }
@@ -463,7 +519,11 @@ impl Drop for FunctionHost {
     }
 }
 
-fn spawn_process(bootstrap: &std::path::Path, env: &BTreeMap<String, String>, exited: watch::Sender<Option<String>>) -> anyhow::Result<Runner> {
+fn spawn_process(
+    bootstrap: &std::path::Path,
+    env: &BTreeMap<String, String>,
+    exited: watch::Sender<Option<String>>,
+) -> anyhow::Result<Runner> {
     let mut cmd = tokio::process::Command::new(bootstrap);
     // The function's stdout is its log, like CloudWatch: keep it off our stdout, which carries results.
     let log = std::io::stderr().as_fd().try_clone_to_owned()?;
@@ -485,10 +545,16 @@ fn spawn_process(bootstrap: &std::path::Path, env: &BTreeMap<String, String>, ex
             Ok(())
         });
     }
-    let mut child = cmd.spawn().with_context(|| format!("start {}", bootstrap.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("start {}", bootstrap.display()))?;
     let pid = child.id().context("the function process exited at once")?;
     tokio::spawn(async move {
-        let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        let status = child
+            .wait()
+            .await
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
         let _ = exited.send(Some(status));
     });
     Ok(Runner::Process { pid })
@@ -519,16 +585,27 @@ async fn spawn_container(
         ..Default::default()
     };
     let created = docker
-        .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
         .await
         .with_context(|| format!("create a container from {image}"))?;
     let id = created.id;
     docker
-        .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
         .await
         .with_context(|| format!("start the function container from {image}"))?;
     // Forward the container's output as the function's log.
-    let logs_opts = bollard::query_parameters::LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+    let logs_opts = bollard::query_parameters::LogsOptions {
+        follow: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
     let mut logs = docker.logs(&id, Some(logs_opts));
     tokio::spawn(async move {
         while let Some(Ok(line)) = logs.next().await {
@@ -538,7 +615,10 @@ async fn spawn_container(
     let waiter = docker.clone();
     let wait_id = id.clone();
     tokio::spawn(async move {
-        let mut wait = waiter.wait_container(&wait_id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let mut wait = waiter.wait_container(
+            &wait_id,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
         let how = match wait.next().await {
             Some(Ok(r)) => format!("container exit status {}", r.status_code),
             Some(Err(e)) => format!("container stopped: {e}"),
@@ -552,8 +632,14 @@ async fn spawn_container(
 fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route(&format!("{API_PREFIX}/invocation/next"), get(next))
-        .route(&format!("{API_PREFIX}/invocation/{{id}}/response"), post(response))
-        .route(&format!("{API_PREFIX}/invocation/{{id}}/error"), post(error))
+        .route(
+            &format!("{API_PREFIX}/invocation/{{id}}/response"),
+            post(response),
+        )
+        .route(
+            &format!("{API_PREFIX}/invocation/{{id}}/error"),
+            post(error),
+        )
         .route(&format!("{API_PREFIX}/init/error"), post(init_error))
         .with_state(api)
 }
@@ -565,8 +651,14 @@ async fn next(State(api): State<Arc<Api>>) -> Response {
         return (StatusCode::GONE, "environment shutting down").into_response();
     };
     let deadline_ms = epoch_ms() + api.timeout.as_millis() as u64;
-    api.open.lock().expect("not poisoned").insert(inv.id.clone());
-    let _ = api.events.send(Event::Dispatched { id: inv.id.clone(), deadline: Instant::now() + api.timeout });
+    api.open
+        .lock()
+        .expect("not poisoned")
+        .insert(inv.id.clone());
+    let _ = api.events.send(Event::Dispatched {
+        id: inv.id.clone(),
+        deadline: Instant::now() + api.timeout,
+    });
     let mut headers = HeaderMap::new();
     let mut put = |k: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -581,62 +673,99 @@ async fn next(State(api): State<Arc<Api>>) -> Response {
     (StatusCode::OK, headers, inv.payload).into_response()
 }
 
-/// Takes an open request id, or answers like Lambda does for an unknown one.
-fn claim(api: &Api, id: &str) -> Result<(), Response> {
+/// Takes an open request id; for an unknown one, the answer Lambda gives.
+fn claim(api: &Api, id: &str) -> Option<Response> {
     if api.open.lock().expect("not poisoned").remove(id) {
-        return Ok(());
+        return None;
     }
     let body = serde_json::json!({"errorMessage": format!("Invalid request ID: {id}"), "errorType": "InvalidRequestID"});
-    Err((StatusCode::BAD_REQUEST, axum::Json(body)).into_response())
+    Some((StatusCode::BAD_REQUEST, axum::Json(body)).into_response())
 }
 
 fn accepted() -> Response {
-    (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "OK"}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"status": "OK"})),
+    )
+        .into_response()
 }
 
-async fn response(State(api): State<Arc<Api>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
-    if let Err(r) = claim(&api, &id) {
+async fn response(
+    State(api): State<Arc<Api>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = claim(&api, &id) {
         return r;
     }
     let _ = api.events.send(Event::Response { id, body });
     accepted()
 }
 
-async fn error(State(api): State<Arc<Api>>, UrlPath(id): UrlPath<String>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = claim(&api, &id) {
+async fn error(
+    State(api): State<Arc<Api>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = claim(&api, &id) {
         return r;
     }
-    let _ = api.events.send(Event::Error { id, err: ErrorBody::parse(&headers, &body) });
+    let _ = api.events.send(Event::Error {
+        id,
+        err: ErrorBody::parse(&headers, &body),
+    });
     accepted()
 }
 
 async fn init_error(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    let _ = api.events.send(Event::InitError(ErrorBody::parse(&headers, &body)));
+    let _ = api
+        .events
+        .send(Event::InitError(ErrorBody::parse(&headers, &body)));
     accepted()
 }
 
 fn epoch_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A request id in Lambda's UUID form.
 pub fn request_id() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// An X-Ray trace header: `Root=1-<epoch seconds hex>-<24 hex>;Parent=<16 hex>;Sampled=0`.
 fn trace_id() -> String {
     let root: [u8; 12] = rand::random();
     let parent: [u8; 8] = rand::random();
-    format!("Root=1-{:08x}-{};Parent={};Sampled=0", epoch_ms() / 1000, hex::encode(root), hex::encode(parent))
+    format!(
+        "Root=1-{:08x}-{};Parent={};Sampled=0",
+        epoch_ms() / 1000,
+        hex::encode(root),
+        hex::encode(parent)
+    )
 }
 
 /// Lambda's log stream name form: `YYYY/MM/DD/[$LATEST]<32 hex>`.
 fn log_stream_name() -> String {
     let id: [u8; 16] = rand::random();
-    format!("{}/[$LATEST]{}", chrono::Utc::now().format("%Y/%m/%d"), hex::encode(id))
+    format!(
+        "{}/[$LATEST]{}",
+        chrono::Utc::now().format("%Y/%m/%d"),
+        hex::encode(id)
+    )
 }
 
 #[cfg(test)]
@@ -649,17 +778,31 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(id.matches('-').count(), 4);
         let trace = trace_id();
-        assert!(trace.starts_with("Root=1-") && trace.contains(";Parent=") && trace.ends_with(";Sampled=0"), "{trace}");
+        assert!(
+            trace.starts_with("Root=1-")
+                && trace.contains(";Parent=")
+                && trace.ends_with(";Sampled=0"),
+            "{trace}"
+        );
         assert!(log_stream_name().contains("/[$LATEST]"));
     }
 
     #[test]
     fn error_type_falls_back_to_the_header() {
         let mut headers = HeaderMap::new();
-        headers.insert("Lambda-Runtime-Function-Error-Type", HeaderValue::from_static("Runtime.Custom"));
+        headers.insert(
+            "Lambda-Runtime-Function-Error-Type",
+            HeaderValue::from_static("Runtime.Custom"),
+        );
         let err = ErrorBody::parse(&headers, br#"{"errorMessage":"boom"}"#);
-        assert_eq!((err.error_type.as_str(), err.error_message.as_str()), ("Runtime.Custom", "boom"));
+        assert_eq!(
+            (err.error_type.as_str(), err.error_message.as_str()),
+            ("Runtime.Custom", "boom")
+        );
         let err = ErrorBody::parse(&HeaderMap::new(), b"not json");
-        assert_eq!((err.error_type.as_str(), err.error_message.as_str()), ("Unhandled", "not json"));
+        assert_eq!(
+            (err.error_type.as_str(), err.error_message.as_str()),
+            ("Unhandled", "not json")
+        );
     }
 }

@@ -20,7 +20,9 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(configure: impl FnOnce(aws_sdk_lambda::operation::create_event_source_mapping::builders::CreateEventSourceMappingFluentBuilder) -> aws_sdk_lambda::operation::create_event_source_mapping::builders::CreateEventSourceMappingFluentBuilder) -> Self {
+    async fn new(
+        configure: impl FnOnce(aws_sdk_lambda::operation::create_event_source_mapping::builders::CreateEventSourceMappingFluentBuilder) -> aws_sdk_lambda::operation::create_event_source_mapping::builders::CreateEventSourceMappingFluentBuilder,
+    ) -> Self {
         let sdk = support::sdk().await;
         let function = moto::unique("esm-fn");
         let stream = moto::unique("esm-in");
@@ -36,9 +38,17 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = echo_spec(&function);
         spec.arn = function_arn;
-        spec.env.insert("ECHO_LOG".into(), dir.path().join("echo.log").display().to_string());
+        spec.env.insert(
+            "ECHO_LOG".into(),
+            dir.path().join("echo.log").display().to_string(),
+        );
         let host = FunctionHost::start(spec).await.unwrap();
-        Self { sdk, stream, host, dir }
+        Self {
+            sdk,
+            stream,
+            host,
+            dir,
+        }
     }
 
     fn opts(&self) -> DrainOptions {
@@ -62,7 +72,12 @@ fn read_log(path: &Path) -> Vec<Vec<String>> {
     text.lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            v["sequence_numbers"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+            v["sequence_numbers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
         })
         .collect()
 }
@@ -77,7 +92,11 @@ async fn batches_honour_batch_size_and_checkpoints_persist() {
     let report = drain(&fx.sdk, &fx.host, &fx.opts()).await.unwrap();
     assert_eq!(report.batch_sizes, vec![3, 3, 1]);
     assert_eq!(report.records_succeeded, 7);
-    assert_eq!(fx.invocations().concat(), seqs, "every record once, in order");
+    assert_eq!(
+        fx.invocations().concat(),
+        seqs,
+        "every record once, in order"
+    );
 
     // A second drain starts after the checkpoint: nothing to do until new records arrive.
     let again = drain(&fx.sdk, &fx.host, &fx.opts()).await.unwrap();
@@ -106,8 +125,15 @@ async fn the_batching_window_gathers_records_that_arrive_late() {
     let started = std::time::Instant::now();
     let report = drain(&fx.sdk, &fx.host, &fx.opts()).await.unwrap();
     late.await.unwrap();
-    assert_eq!(report.batch_sizes, vec![5], "records put within the window join the batch");
-    assert!(started.elapsed() >= Duration::from_secs(3), "a partial batch waits for the window");
+    assert_eq!(
+        report.batch_sizes,
+        vec![5],
+        "records put within the window join the batch"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "a partial batch waits for the window"
+    );
     fx.host.shutdown().await;
 }
 
@@ -117,19 +143,29 @@ async fn batch_item_failures_are_retried_from_the_first_failed_record() {
         r.batch_size(10)
             .maximum_batching_window_in_seconds(0)
             .maximum_retry_attempts(2)
-            .function_response_types(aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures)
+            .function_response_types(
+                aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures,
+            )
     })
     .await;
     let mut seqs = Vec::new();
     for i in 0..5 {
-        let data = if i == 2 { json!({"i": i, "fail_times": 1}) } else { json!({"i": i}) };
+        let data = if i == 2 {
+            json!({"i": i, "fail_times": 1})
+        } else {
+            json!({"i": i})
+        };
         seqs.push(fx.put(data).await);
     }
     let report = drain(&fx.sdk, &fx.host, &fx.opts()).await.unwrap();
     assert_eq!(report.batch_sizes, vec![5, 3]);
     assert_eq!(report.records_succeeded, 5);
     assert_eq!(report.records_to_destination, 0);
-    assert_eq!(fx.invocations()[1], seqs[2..].to_vec(), "the retry starts at the failed record");
+    assert_eq!(
+        fx.invocations()[1],
+        seqs[2..].to_vec(),
+        "the retry starts at the failed record"
+    );
     fx.host.shutdown().await;
 }
 
@@ -142,10 +178,16 @@ async fn exhausted_partial_failures_go_to_a_kinesis_destination() {
         r.batch_size(10)
             .maximum_batching_window_in_seconds(0)
             .maximum_retry_attempts(1)
-            .function_response_types(aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures)
+            .function_response_types(
+                aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures,
+            )
             .destination_config(
                 aws_sdk_lambda::types::DestinationConfig::builder()
-                    .on_failure(aws_sdk_lambda::types::OnFailure::builder().destination(dead_arn).build())
+                    .on_failure(
+                        aws_sdk_lambda::types::OnFailure::builder()
+                            .destination(dead_arn)
+                            .build(),
+                    )
                     .build(),
             )
     })
@@ -154,10 +196,17 @@ async fn exhausted_partial_failures_go_to_a_kinesis_destination() {
     let b = fx.put(json!({"i": 1, "fail": true})).await;
     let c = fx.put(json!({"i": 2})).await;
     let report = drain(&fx.sdk, &fx.host, &fx.opts()).await.unwrap();
-    assert_eq!(report.batch_sizes, vec![3, 2], "one retry of the failed tail, then give up");
+    assert_eq!(
+        report.batch_sizes,
+        vec![3, 2],
+        "one retry of the failed tail, then give up"
+    );
     assert_eq!(report.records_succeeded, 1);
     assert_eq!(report.records_to_destination, 2);
-    assert_eq!(fx.invocations(), vec![vec![a, b.clone(), c.clone()], vec![b.clone(), c.clone()]]);
+    assert_eq!(
+        fx.invocations(),
+        vec![vec![a, b.clone(), c.clone()], vec![b.clone(), c.clone()]]
+    );
 
     let sent = support::read_all(&sdk, &dead).await;
     assert_eq!(sent.len(), 1, "one failure record for the given-up batch");
@@ -165,7 +214,10 @@ async fn exhausted_partial_failures_go_to_a_kinesis_destination() {
     assert_eq!(record.kinesis_batch_info["startSequenceNumber"], json!(b));
     assert_eq!(record.kinesis_batch_info["endSequenceNumber"], json!(c));
     assert_eq!(record.kinesis_batch_info["batchSize"], json!(2));
-    assert_eq!(record.request_context["condition"], "RetryAttemptsExhausted");
+    assert_eq!(
+        record.request_context["condition"],
+        "RetryAttemptsExhausted"
+    );
     assert_eq!(record.request_context["approximateInvokeCount"], json!(2));
     let payload: Value = serde_json::from_str(&record.payload).unwrap();
     assert_eq!(payload["Records"].as_array().unwrap().len(), 2);
@@ -186,18 +238,30 @@ async fn function_errors_bisect_the_batch_down_to_the_bad_record_which_goes_to_s
             .maximum_retry_attempts(0)
             .destination_config(
                 aws_sdk_lambda::types::DestinationConfig::builder()
-                    .on_failure(aws_sdk_lambda::types::OnFailure::builder().destination(bucket_arn).build())
+                    .on_failure(
+                        aws_sdk_lambda::types::OnFailure::builder()
+                            .destination(bucket_arn)
+                            .build(),
+                    )
                     .build(),
             )
     })
     .await;
     let mut seqs = Vec::new();
     for i in 0..4 {
-        let data = if i == 2 { json!({"i": i, "error": true}) } else { json!({"i": i}) };
+        let data = if i == 2 {
+            json!({"i": i, "error": true})
+        } else {
+            json!({"i": i})
+        };
         seqs.push(fx.put(data).await);
     }
     let report = drain(&fx.sdk, &fx.host, &fx.opts()).await.unwrap();
-    assert_eq!(report.batch_sizes, vec![4, 2, 2, 1, 1], "halves, then quarters of the failing half");
+    assert_eq!(
+        report.batch_sizes,
+        vec![4, 2, 2, 1, 1],
+        "halves, then quarters of the failing half"
+    );
     assert_eq!(report.records_succeeded, 3);
     assert_eq!(report.records_to_destination, 1);
     let calls = fx.invocations();
@@ -207,10 +271,19 @@ async fn function_errors_bisect_the_batch_down_to_the_bad_record_which_goes_to_s
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].starts_with("aws/lambda/"), "{}", keys[0]);
-    let obj = s3.get_object().bucket(&bucket).key(keys[0]).send().await.unwrap();
+    let obj = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(keys[0])
+        .send()
+        .await
+        .unwrap();
     let bytes = obj.body.collect().await.unwrap().into_bytes();
     let record: FailureRecord = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(record.kinesis_batch_info["startSequenceNumber"], json!(seqs[2]));
+    assert_eq!(
+        record.kinesis_batch_info["startSequenceNumber"],
+        json!(seqs[2])
+    );
     assert_eq!(record.response_context["functionError"], "Unhandled");
     fx.host.shutdown().await;
 }

@@ -8,7 +8,10 @@ use xtask::runtime_api::{FunctionHost, FunctionMode, InvokeOutcome};
 use crate::support::{echo_function, echo_spec};
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn response(outcome: InvokeOutcome) -> serde_json::Value {
@@ -38,22 +41,45 @@ async fn the_runtime_client_sees_lambdas_headers_and_environment() {
     let ctx = &first["context"];
     assert_eq!(ctx["invoked_function_arn"], json!(arn));
     assert_eq!(ctx["request_id"].as_str().unwrap().len(), 36);
-    assert_ne!(ctx["request_id"], second["context"]["request_id"], "every invocation has its own id");
-    assert!(ctx["trace_id"].as_str().unwrap().starts_with("Root=1-"), "{ctx}");
+    assert_ne!(
+        ctx["request_id"], second["context"]["request_id"],
+        "every invocation has its own id"
+    );
+    assert!(
+        ctx["trace_id"].as_str().unwrap().starts_with("Root=1-"),
+        "{ctx}"
+    );
     let deadline = ctx["deadline_ms"].as_u64().unwrap();
-    assert!(deadline >= before + 7_000 && deadline <= now_ms() + 7_000, "deadline {deadline} is not now + 7 s");
+    assert!(
+        deadline >= before + 7_000 && deadline <= now_ms() + 7_000,
+        "deadline {deadline} is not now + 7 s"
+    );
 
     let env = &first["env"];
     assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "echo-headers");
     assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
     assert_eq!(env["AWS_LAMBDA_FUNCTION_VERSION"], "$LATEST");
     assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/echo-headers");
-    assert!(env["AWS_LAMBDA_LOG_STREAM_NAME"].as_str().unwrap().contains("[$LATEST]"));
-    assert!(env["AWS_LAMBDA_RUNTIME_API"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        env["AWS_LAMBDA_LOG_STREAM_NAME"]
+            .as_str()
+            .unwrap()
+            .contains("[$LATEST]")
+    );
+    assert!(
+        env["AWS_LAMBDA_RUNTIME_API"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert_eq!(env["AWS_REGION"], "us-east-1");
     assert_eq!(env["AWS_ENDPOINT_URL"], "http://127.0.0.1:9");
     assert_eq!(env["ECHO_EXTRA"], "from-spec");
-    assert_eq!(host.cold_starts(), 1, "a warm environment serves both invocations");
+    assert_eq!(
+        host.cold_starts(),
+        1,
+        "a warm environment serves both invocations"
+    );
 }
 
 #[tokio::test]
@@ -62,7 +88,10 @@ async fn a_function_error_is_reported_and_the_environment_stays_warm() {
     let outcome = host.invoke(&json!({"error": "boom"})).await.unwrap();
     assert_eq!(
         outcome,
-        InvokeOutcome::FunctionError { error_type: "EchoError".into(), error_message: "boom".into() }
+        InvokeOutcome::FunctionError {
+            error_type: "EchoError".into(),
+            error_message: "boom".into()
+        }
     );
     assert!(host.invoke(&json!({"fine": true})).await.unwrap().is_ok());
     assert_eq!(host.cold_starts(), 1);
@@ -78,7 +107,10 @@ async fn the_timeout_kills_the_environment_and_the_next_invocation_starts_afresh
     let outcome = host.invoke(&json!({"sleep_ms": 20_000})).await.unwrap();
     let took = started.elapsed();
     assert_eq!(outcome, InvokeOutcome::Timeout { after_ms: 1000 });
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
     let next = response(host.invoke(&json!({"again": 1})).await.unwrap());
     assert_eq!(next["echo"], json!({"again": 1}));
     assert_eq!(host.cold_starts(), 2, "a timed-out environment is replaced");
@@ -89,7 +121,10 @@ async fn the_timeout_kills_the_environment_and_the_next_invocation_starts_afresh
 async fn a_process_dying_mid_invocation_is_a_function_error() {
     let host = FunctionHost::start(echo_spec("echo-exit")).await.unwrap();
     match host.invoke(&json!({"exit": 7})).await.unwrap() {
-        InvokeOutcome::FunctionError { error_type, error_message } => {
+        InvokeOutcome::FunctionError {
+            error_type,
+            error_message,
+        } => {
             assert_eq!(error_type, "Runtime.ExitError");
             assert!(error_message.contains('7'), "{error_message}");
         }
@@ -125,7 +160,9 @@ async fn init_errors_are_reported_whether_posted_or_not() {
 #[tokio::test]
 async fn a_missing_executable_is_refused_with_the_fix() {
     let mut spec = echo_spec("nothing");
-    spec.mode = FunctionMode::Process { bootstrap: "/nonexistent/bootstrap".into() };
+    spec.mode = FunctionMode::Process {
+        bootstrap: "/nonexistent/bootstrap".into(),
+    };
     let err = FunctionHost::start(spec).await.err().unwrap().to_string();
     assert!(err.contains("cargo xtask build lambda"), "{err}");
 }
@@ -135,7 +172,10 @@ async fn a_missing_executable_is_refused_with_the_fix() {
 /// function image (image.rs) carries a static binary instead.
 async fn echo_image(docker: &bollard::Docker, tag: &str) {
     let bin = echo_function();
-    let ldd = std::process::Command::new("ldd").arg(&bin).output().unwrap();
+    let ldd = std::process::Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .unwrap();
     let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
         .lines()
         .filter_map(|l| {
@@ -152,7 +192,11 @@ async fn echo_image(docker: &bollard::Docker, tag: &str) {
         header.set_cksum();
         tar.append_data(&mut header, name, bytes).unwrap();
     };
-    add("Dockerfile", b"FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/bootstrap\"]\n", 0o644);
+    add(
+        "Dockerfile",
+        b"FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/bootstrap\"]\n",
+        0o644,
+    );
     add("rootfs/bootstrap", &std::fs::read(&bin).unwrap(), 0o755);
     for lib in &libs {
         add(&format!("rootfs{lib}"), &std::fs::read(lib).unwrap(), 0o755);
@@ -180,17 +224,24 @@ async fn a_container_image_runs_against_the_runtime_api_with_host_networking() {
 
     let mut spec = echo_spec("echo-container");
     spec.mode = FunctionMode::Container { image: tag.clone() };
-    spec.env.insert("ECHO_EXTRA".into(), "in-a-container".into());
+    spec.env
+        .insert("ECHO_EXTRA".into(), "in-a-container".into());
     let host = FunctionHost::start(spec).await.unwrap();
     let outcome = host.invoke(&json!({"from": "docker"})).await;
     let failed = host.invoke(&json!({"error": "inside"})).await;
     host.shutdown().await;
-    let rm = bollard::query_parameters::RemoveImageOptions { force: true, ..Default::default() };
+    let rm = bollard::query_parameters::RemoveImageOptions {
+        force: true,
+        ..Default::default()
+    };
     docker.remove_image(&tag, Some(rm), None).await.unwrap();
 
     let resp = response(outcome.unwrap());
     assert_eq!(resp["echo"], json!({"from": "docker"}));
     assert_eq!(resp["env"]["ECHO_EXTRA"], "in-a-container");
     assert_eq!(resp["env"]["AWS_LAMBDA_FUNCTION_NAME"], "echo-container");
-    assert!(matches!(failed.unwrap(), InvokeOutcome::FunctionError { .. }));
+    assert!(matches!(
+        failed.unwrap(),
+        InvokeOutcome::FunctionError { .. }
+    ));
 }

@@ -37,7 +37,14 @@ pub fn echo_function() -> PathBuf {
 /// A process-mode spec for the echo function.
 pub fn echo_spec(name: &str) -> FunctionSpec {
     let arn = format!("arn:aws:lambda:{REGION}:123456789012:function:{name}");
-    FunctionSpec::new(name, &arn, REGION, FunctionMode::Process { bootstrap: echo_function() })
+    FunctionSpec::new(
+        name,
+        &arn,
+        REGION,
+        FunctionMode::Process {
+            bootstrap: echo_function(),
+        },
+    )
 }
 
 /// The moto server binary, found like tests/support/moto.rs finds it.
@@ -50,13 +57,19 @@ pub fn moto_bin() -> PathBuf {
         return venv;
     }
     std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("moto_server")).find(|p| p.exists()))
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("moto_server"))
+                .find(|p| p.exists())
+        })
         .expect("moto_server not found: run `bash tools/setup.sh`")
 }
 
 /// SDK configuration for the shared moto server.
 pub async fn sdk() -> SdkConfig {
-    xtask::ctx::aws_config_for(REGION, Some(&moto::moto().endpoint)).await.unwrap()
+    xtask::ctx::aws_config_for(REGION, Some(&moto::moto().endpoint))
+        .await
+        .unwrap()
 }
 
 /// Creates an IAM role in moto (Lambda's CreateFunction insists on an existing role). The
@@ -78,7 +91,11 @@ pub async fn create_role(name: &str) -> String {
         .await
         .unwrap();
     let text = resp.text().await.unwrap();
-    let arn = text.split("<Arn>").nth(1).and_then(|s| s.split("</Arn>").next()).unwrap_or_else(|| panic!("no role ARN in {text}"));
+    let arn = text
+        .split("<Arn>")
+        .nth(1)
+        .and_then(|s| s.split("</Arn>").next())
+        .unwrap_or_else(|| panic!("no role ARN in {text}"));
     arn.to_string()
 }
 
@@ -96,7 +113,11 @@ pub async fn create_function(sdk: &SdkConfig, name: &str) -> String {
         .role(role)
         .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
         .handler("bootstrap")
-        .code(aws_sdk_lambda::types::FunctionCode::builder().zip_file(aws_smithy_types::Blob::new(empty_zip)).build())
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_smithy_types::Blob::new(empty_zip))
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -106,9 +127,23 @@ pub async fn create_function(sdk: &SdkConfig, name: &str) -> String {
 /// Creates a stream and returns its ARN.
 pub async fn create_stream(sdk: &SdkConfig, name: &str, shards: i32) -> String {
     let kinesis = aws_sdk_kinesis::Client::new(sdk);
-    kinesis.create_stream().stream_name(name).shard_count(shards).send().await.unwrap();
-    let d = kinesis.describe_stream_summary().stream_name(name).send().await.unwrap();
-    d.stream_description_summary().unwrap().stream_arn().to_string()
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    let d = kinesis
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .unwrap();
+    d.stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string()
 }
 
 /// Puts one JSON record and returns its sequence number.
@@ -118,7 +153,9 @@ pub async fn put(sdk: &SdkConfig, stream: &str, data: serde_json::Value) -> Stri
         .put_record()
         .stream_name(stream)
         .partition_key("p")
-        .data(aws_smithy_types::Blob::new(serde_json::to_vec(&data).unwrap()))
+        .data(aws_smithy_types::Blob::new(
+            serde_json::to_vec(&data).unwrap(),
+        ))
         .send()
         .await
         .unwrap();
@@ -136,6 +173,14 @@ pub async fn read_all(sdk: &SdkConfig, stream: &str) -> Vec<Vec<u8>> {
         .send()
         .await
         .unwrap();
-    let out = kinesis.get_records().shard_iterator(it.shard_iterator().unwrap()).send().await.unwrap();
-    out.records().iter().map(|r| r.data().as_ref().to_vec()).collect()
+    let out = kinesis
+        .get_records()
+        .shard_iterator(it.shard_iterator().unwrap())
+        .send()
+        .await
+        .unwrap();
+    out.records()
+        .iter()
+        .map(|r| r.data().as_ref().to_vec())
+        .collect()
 }
