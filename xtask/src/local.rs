@@ -129,7 +129,7 @@ impl std::fmt::Display for LocalReport {
                     };
                     write!(f, "\nregistry: {reg} ({health})")?;
                 }
-                if s.kind == "moto" || s.kind == "external" {
+                if self.emulator_healthy {
                     write!(f, "\nuse it: export AWS_ENDPOINT_URL={}", s.endpoint)?;
                 }
             }
