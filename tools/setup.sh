@@ -8,7 +8,17 @@ cd "$(dirname "$0")/.."
 CACHE="${TAXI_CACHE_DIR:-$HOME/.cache/taxi-duration}"
 mkdir -p "$CACHE/venvs"
 
-bash tools/venv.sh moto
+# tools/venv.sh holds the stamp logic, shared with `cargo xtask local up` (moto on first use).
+venv() { # name requirements-file
+  bash tools/venv.sh "$1" "$2"
+}
+
+venv moto tools/requirements-moto.txt
+
+# The Python baseline for side-by-side benchmarks, when ../shared is beside the clone.
+if [ -f ../shared/reference/requirements.txt ]; then
+  venv reference ../shared/reference/requirements.txt
+fi
 
 # The local OCI registry (`cargo xtask local up`, image tests): Debian's CNCF distribution build.
 if ! command -v docker-registry >/dev/null; then

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Usage: tools/venv.sh NAME
-# Creates (or reuses) the Python venv $TAXI_CACHE_DIR/venvs/NAME from tools/requirements-NAME.txt.
+# Usage: tools/venv.sh NAME [REQUIREMENTS]
+# Creates (or reuses) the Python venv $TAXI_CACHE_DIR/venvs/NAME from REQUIREMENTS
+# (default tools/requirements-NAME.txt).
 # A venv is rebuilt only when its requirements file changed (a sha256 stamp inside the venv).
 # Shared by tools/setup.sh and `cargo xtask local up` (which installs moto on first use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name="${1:?usage: tools/venv.sh NAME (reads tools/requirements-NAME.txt)}"
-req="tools/requirements-$name.txt"
+name="${1:?usage: tools/venv.sh NAME [REQUIREMENTS] (default tools/requirements-NAME.txt)}"
+req="${2:-tools/requirements-$name.txt}"
 [ -f "$req" ] || { echo "venv: $req not found" >&2; exit 2; }
 CACHE="${TAXI_CACHE_DIR:-$HOME/.cache/taxi-duration}"
 dir="$CACHE/venvs/$name"
