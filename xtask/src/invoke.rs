@@ -199,7 +199,9 @@ pub async fn local_host(ctx: &Ctx, args: &FunctionArgs) -> anyhow::Result<Functi
         }
     };
     let env = &ctx.env;
-    let endpoint = ctx.endpoint().ok().flatten();
+    // A `local` environment needs its emulator (the error says how to start it); an `aws` one
+    // runs the function locally against real AWS.
+    let endpoint = ctx.endpoint()?;
     let arn = format!(
         "arn:aws:lambda:{}:{EMULATOR_ACCOUNT}:function:{}",
         env.region, env.function_name

@@ -463,12 +463,25 @@ impl FunctionHost {
         set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name());
         set("AWS_REGION", s.region.clone());
         set("AWS_DEFAULT_REGION", s.region.clone());
-        // Lambda hands the function its role's temporary credentials; an emulator takes any.
-        set("AWS_ACCESS_KEY_ID", "test".into());
-        set("AWS_SECRET_ACCESS_KEY", "test".into());
-        set("AWS_SESSION_TOKEN", "test".into());
+        // Lambda hands the function its role's temporary credentials. An emulator takes any;
+        // against real AWS the developer's own credentials stand in for the role.
         if let Some(endpoint) = &s.endpoint {
             set("AWS_ENDPOINT_URL", endpoint.clone());
+            set("AWS_ACCESS_KEY_ID", "test".into());
+            set("AWS_SECRET_ACCESS_KEY", "test".into());
+            set("AWS_SESSION_TOKEN", "test".into());
+        } else {
+            for var in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "AWS_PROFILE",
+                "HOME",
+            ] {
+                if let Ok(v) = std::env::var(var) {
+                    set(var, v);
+                }
+            }
         }
         if let FunctionMode::Process { bootstrap } = &s.mode {
             let root = bootstrap

@@ -13,6 +13,7 @@ use crate::support::{self, echo_spec};
 
 /// A function with one mapping from a fresh one-shard stream, hosted with ECHO_LOG on.
 struct Fixture {
+    function: String,
     sdk: SdkConfig,
     stream: String,
     host: FunctionHost,
@@ -44,6 +45,7 @@ impl Fixture {
         );
         let host = FunctionHost::start(spec).await.unwrap();
         Self {
+            function,
             sdk,
             stream,
             host,
@@ -285,5 +287,46 @@ async fn function_errors_bisect_the_batch_down_to_the_bad_record_which_goes_to_s
         json!(seqs[2])
     );
     assert_eq!(record.response_context["functionError"], "Unhandled");
+    fx.host.shutdown().await;
+}
+
+#[tokio::test]
+async fn latest_reads_what_arrived_after_the_mapping_was_created() {
+    // A TRIM_HORIZON mapping exists first; a second, LATEST mapping is added later.
+    let fx = Fixture::new(|r| r.batch_size(10).maximum_batching_window_in_seconds(0)).await;
+    let old = fx.put(json!({"old": true})).await;
+    // moto records mapping creation times in whole seconds: let the old record's second pass.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stream_arn = aws_sdk_kinesis::Client::new(&fx.sdk)
+        .describe_stream_summary()
+        .stream_name(&fx.stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    let lambda = aws_sdk_lambda::Client::new(&fx.sdk);
+    lambda
+        .create_event_source_mapping()
+        .function_name(&fx.function)
+        .event_source_arn(stream_arn)
+        .starting_position(aws_sdk_lambda::types::EventSourcePosition::Latest)
+        .batch_size(10)
+        .send()
+        .await
+        .unwrap();
+    let new = fx.put(json!({"new": true})).await;
+    let report = drain(&fx.sdk, &fx.host, &fx.opts()).await.unwrap();
+    assert_eq!(report.mappings, 2);
+    let mut seen = fx.invocations();
+    seen.sort();
+    let mut want = vec![vec![old.clone(), new.clone()], vec![new.clone()]];
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "TRIM_HORIZON reads both records, LATEST only the new one"
+    );
     fx.host.shutdown().await;
 }

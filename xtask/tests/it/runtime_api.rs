@@ -74,6 +74,10 @@ async fn the_runtime_client_sees_lambdas_headers_and_environment() {
     );
     assert_eq!(env["AWS_REGION"], "us-east-1");
     assert_eq!(env["AWS_ENDPOINT_URL"], "http://127.0.0.1:9");
+    assert_eq!(
+        env["AWS_ACCESS_KEY_ID"], "test",
+        "emulator credentials on an emulator endpoint"
+    );
     assert_eq!(env["ECHO_EXTRA"], "from-spec");
     assert_eq!(
         host.cold_starts(),
