@@ -14,5 +14,6 @@ pub mod local;
 pub mod predict;
 pub mod registry;
 pub mod runtime_api;
+pub mod tidy;
 pub mod train;
 pub mod util;
