@@ -1,0 +1,9 @@
+//! xtask's integration tests: one binary, real moto, real Docker, real processes.
+
+#[path = "../../../tests/support/moto.rs"]
+mod moto;
+
+mod esm;
+mod local;
+mod runtime_api;
+mod support;
