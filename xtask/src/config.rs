@@ -70,6 +70,8 @@ pub struct EnvConfig {
     pub input_stream: String,
     pub output_stream: String,
     pub dead_letter: String,
+    /// SQS queue receiving the event-source mapping's on-failure records.
+    pub failure_queue: String,
     pub ecr_repository: String,
     pub function_name: String,
     pub input_shards: u32,
@@ -177,7 +179,7 @@ mod tests {
         for env in ENVIRONMENTS {
             let cfg = EnvConfig::load(&root(), env).unwrap();
             assert_eq!(cfg.name, env);
-            for name in [&cfg.stack_name, &cfg.model_bucket, &cfg.input_stream, &cfg.output_stream, &cfg.function_name] {
+            for name in [&cfg.stack_name, &cfg.model_bucket, &cfg.input_stream, &cfg.output_stream, &cfg.function_name, &cfg.failure_queue, &cfg.ecr_repository] {
                 assert!(name.contains(env), "{name} should carry the environment name {env}");
             }
             assert_ne!(cfg.input_stream, cfg.output_stream, "the function must not read its own output");

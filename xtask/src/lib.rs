@@ -4,4 +4,8 @@
 pub mod build;
 pub mod config;
 pub mod ctx;
+pub mod deploy;
+pub mod stack;
+pub mod teardown;
+pub mod terraform;
 pub mod util;

@@ -21,6 +21,10 @@ struct Cli {
 enum Cmd {
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
+    /// Deploy the service stack: `deploy --env E [--engine cloudformation|terraform] [--image-uri U] [--model-file F | --run-id R]`.
+    Deploy(deploy::DeployArgs),
+    /// Tear down an environment's stack and everything billable in it.
+    Teardown(teardown::TeardownArgs),
 }
 
 #[tokio::main]
@@ -40,5 +44,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx::new(&cli.global)?;
     match cli.cmd {
         Cmd::Build(args) => args.run(&ctx).await,
+        Cmd::Deploy(args) => args.run(&ctx).await,
+        Cmd::Teardown(args) => args.run(&ctx).await,
     }
 }
