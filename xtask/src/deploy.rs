@@ -135,16 +135,25 @@ pub async fn ensure_foundation(ctx: &Ctx) -> anyhow::Result<(ServiceOutputs, Opt
     let cf = stack::client(&sdk);
     let existing = stack::describe_stack(&cf, &ctx.env.stack_name).await?;
     let mut executed = None;
-    if existing.as_ref().is_none_or(|s| s.status == "REVIEW_IN_PROGRESS") {
+    if existing
+        .as_ref()
+        .is_none_or(|s| s.status == "REVIEW_IN_PROGRESS")
+    {
         let template = stack::template_body(&ctx.root)?;
         let params = stack::parameters(&ctx.env, &Release::default())?;
         let plan = stack::create_change_set(&cf, &ctx.env, &template, &params).await?;
         show(ctx, &plan);
         if ctx.dry_run {
             stack::discard(&cf, &plan).await?;
-            bail!("dry run: stack {} does not exist yet, so there are no outputs to show", ctx.env.stack_name);
+            bail!(
+                "dry run: stack {} does not exist yet, so there are no outputs to show",
+                ctx.env.stack_name
+            );
         }
-        ctx.note(format!("creating stack {} without the function (bucket and repository first)", ctx.env.stack_name));
+        ctx.note(format!(
+            "creating stack {} without the function (bucket and repository first)",
+            ctx.env.stack_name
+        ));
         stack::execute(ctx, &cf, &plan).await?;
         executed = Some(plan);
     }
@@ -163,13 +172,17 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
     if let Some(loc) = &args.model_location
         && !loc.starts_with("s3://")
     {
-        bail!("--model-location {loc} is not an s3:// location: give s3://<bucket>/<key>, or use --model-file");
+        bail!(
+            "--model-location {loc} is not an s3:// location: give s3://<bucket>/<key>, or use --model-file"
+        );
     }
     let sdk = ctx.aws().await?;
     let cf = stack::client(&sdk);
     let template = stack::template_body(&ctx.root)?;
     let mut plans = Vec::new();
-    let existed = stack::describe_stack(&cf, &ctx.env.stack_name).await?.is_some_and(|s| s.status != "REVIEW_IN_PROGRESS");
+    let existed = stack::describe_stack(&cf, &ctx.env.stack_name)
+        .await?
+        .is_some_and(|s| s.status != "REVIEW_IN_PROGRESS");
 
     if !existed && ctx.dry_run {
         let params = stack::parameters(&ctx.env, &Release::default())?;
@@ -187,28 +200,64 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
     let model = resolve_model(ctx, &sdk, &outputs, args).await?;
     let image_uri = resolve_image(ctx, &outputs, args).await?;
     check_image_belongs_here(&image_uri, &outputs)?;
-    let release = Release { image_uri: Some(image_uri.clone()), run_id: model.run_id.clone(), model_location: model.location.clone() };
+    let release = Release {
+        image_uri: Some(image_uri.clone()),
+        run_id: model.run_id.clone(),
+        model_location: model.location.clone(),
+    };
 
     let params = stack::parameters(&ctx.env, &release)?;
     let plan = stack::create_change_set(&cf, &ctx.env, &template, &params).await?;
     show(ctx, &plan);
     let model_ref = Some(model.reference.clone());
     if plan.is_empty() {
-        ctx.note(format!("no changes: stack {} is up to date", ctx.env.stack_name));
-        let status = if existed { DeployStatus::Unchanged } else { DeployStatus::Created };
+        ctx.note(format!(
+            "no changes: stack {} is up to date",
+            ctx.env.stack_name
+        ));
+        let status = if existed {
+            DeployStatus::Unchanged
+        } else {
+            DeployStatus::Created
+        };
         let outputs = stack::service_outputs(&sdk, &ctx.env).await?;
-        return Ok(report(ctx, status, plans, model_ref, Some(image_uri), outputs));
+        return Ok(report(
+            ctx,
+            status,
+            plans,
+            model_ref,
+            Some(image_uri),
+            outputs,
+        ));
     }
     if ctx.dry_run {
         stack::discard(&cf, &plan).await?;
         plans.push(plan);
-        return Ok(report(ctx, DeployStatus::Planned, plans, model_ref, Some(image_uri), Some(outputs)));
+        return Ok(report(
+            ctx,
+            DeployStatus::Planned,
+            plans,
+            model_ref,
+            Some(image_uri),
+            Some(outputs),
+        ));
     }
     stack::execute(ctx, &cf, &plan).await?;
     plans.push(plan);
     let outputs = stack::service_outputs(&sdk, &ctx.env).await?;
-    let status = if existed { DeployStatus::Updated } else { DeployStatus::Created };
-    Ok(report(ctx, status, plans, model_ref, Some(image_uri), outputs))
+    let status = if existed {
+        DeployStatus::Updated
+    } else {
+        DeployStatus::Created
+    };
+    Ok(report(
+        ctx,
+        status,
+        plans,
+        model_ref,
+        Some(image_uri),
+        outputs,
+    ))
 }
 
 fn report(
@@ -219,7 +268,15 @@ fn report(
     image_uri: Option<String>,
     outputs: Option<ServiceOutputs>,
 ) -> DeployReport {
-    DeployReport { environment: ctx.env.name.clone(), engine: Engine::Cloudformation, status, plans, model, image_uri, outputs }
+    DeployReport {
+        environment: ctx.env.name.clone(),
+        engine: Engine::Cloudformation,
+        status,
+        plans,
+        model,
+        image_uri,
+        outputs,
+    }
 }
 
 /// The model a deploy points the function at.
@@ -232,7 +289,9 @@ pub struct ResolvedModel {
 
 /// Splits `s3://bucket/key`.
 pub fn parse_s3(uri: &str) -> anyhow::Result<(String, String)> {
-    let rest = uri.strip_prefix("s3://").with_context(|| format!("{uri} is not an s3:// uri"))?;
+    let rest = uri
+        .strip_prefix("s3://")
+        .with_context(|| format!("{uri} is not an s3:// uri"))?;
     match rest.split_once('/') {
         Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_string(), k.to_string())),
         _ => bail!("{uri} names no object: write s3://<bucket>/<key>"),
@@ -250,10 +309,18 @@ pub async fn resolve_model(
     let s3 = crate::ctx::s3_client(sdk);
     let bucket = outputs.model_bucket.clone();
     if let Some(path) = &args.model_file {
-        let bytes = std::fs::read(path).with_context(|| format!("read model file {}", path.display()))?;
-        let artifact = model::artifact::Artifact::from_bytes(&bytes)
-            .with_context(|| format!("{} is not a valid model artifact (train one with `cargo xtask train`)", path.display()))?;
-        let run_id = args.run_id.clone().unwrap_or_else(|| artifact.version.clone());
+        let bytes =
+            std::fs::read(path).with_context(|| format!("read model file {}", path.display()))?;
+        let artifact = model::artifact::Artifact::from_bytes(&bytes).with_context(|| {
+            format!(
+                "{} is not a valid model artifact (train one with `cargo xtask train`)",
+                path.display()
+            )
+        })?;
+        let run_id = args
+            .run_id
+            .clone()
+            .unwrap_or_else(|| artifact.version.clone());
         let key = outputs.model_key(&run_id);
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         let same = match s3.head_object().bucket(&bucket).key(&key).send().await {
@@ -264,7 +331,10 @@ pub async fn resolve_model(
             ctx.note(format!("model s3://{bucket}/{key} already uploaded"));
             false
         } else if ctx.dry_run {
-            ctx.note(format!("would upload {} to s3://{bucket}/{key}", path.display()));
+            ctx.note(format!(
+                "would upload {} to s3://{bucket}/{key}",
+                path.display()
+            ));
             false
         } else {
             s3.put_object()
@@ -277,13 +347,21 @@ pub async fn resolve_model(
                 .send()
                 .await
                 .with_context(|| format!("upload the model to s3://{bucket}/{key}"))?;
-            ctx.note(format!("uploaded model {} to s3://{bucket}/{key}", artifact.version));
+            ctx.note(format!(
+                "uploaded model {} to s3://{bucket}/{key}",
+                artifact.version
+            ));
             true
         };
         return Ok(ResolvedModel {
             run_id: Some(run_id.clone()),
             location: None,
-            reference: ModelRef { bucket, key, run_id: Some(run_id), uploaded },
+            reference: ModelRef {
+                bucket,
+                key,
+                run_id: Some(run_id),
+                uploaded,
+            },
         });
     }
     if let Some(loc) = &args.model_location {
@@ -295,11 +373,21 @@ pub async fn resolve_model(
                  model prefix; upload the model with --model-file instead"
             );
         }
-        s3.head_object().bucket(&b).key(&k).send().await.with_context(|| format!("no model at {loc}: upload one with --model-file"))?;
+        s3.head_object()
+            .bucket(&b)
+            .key(&k)
+            .send()
+            .await
+            .with_context(|| format!("no model at {loc}: upload one with --model-file"))?;
         return Ok(ResolvedModel {
             run_id: None,
             location: Some(loc.clone()),
-            reference: ModelRef { bucket: b, key: k, run_id: None, uploaded: false },
+            reference: ModelRef {
+                bucket: b,
+                key: k,
+                run_id: None,
+                uploaded: false,
+            },
         });
     }
     let (run_id, location) = match (&args.run_id, &outputs.run_id, &outputs.model_location) {
@@ -314,16 +402,40 @@ pub async fn resolve_model(
     };
     let (b, key) = match &location {
         Some(l) => parse_s3(l)?,
-        None => (bucket.clone(), outputs.model_key(run_id.as_deref().expect("run id set"))),
+        None => (
+            bucket.clone(),
+            outputs.model_key(run_id.as_deref().expect("run id set")),
+        ),
     };
-    s3.head_object().bucket(&b).key(&key).send().await.with_context(|| {
-        format!("no model at s3://{b}/{key}: upload it with --model-file <artifact> --run-id {}", run_id.clone().unwrap_or_default())
-    })?;
-    Ok(ResolvedModel { run_id: run_id.clone(), location, reference: ModelRef { bucket: b, key, run_id, uploaded: false } })
+    s3.head_object()
+        .bucket(&b)
+        .key(&key)
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "no model at s3://{b}/{key}: upload it with --model-file <artifact> --run-id {}",
+                run_id.clone().unwrap_or_default()
+            )
+        })?;
+    Ok(ResolvedModel {
+        run_id: run_id.clone(),
+        location,
+        reference: ModelRef {
+            bucket: b,
+            key,
+            run_id,
+            uploaded: false,
+        },
+    })
 }
 
 /// `--image-uri`, else the deployed image, else an error saying how to get one.
-async fn resolve_image(ctx: &Ctx, outputs: &ServiceOutputs, args: &DeployArgs) -> anyhow::Result<String> {
+async fn resolve_image(
+    ctx: &Ctx,
+    outputs: &ServiceOutputs,
+    args: &DeployArgs,
+) -> anyhow::Result<String> {
     if let Some(uri) = &args.image_uri {
         return Ok(uri.clone());
     }
@@ -343,11 +455,17 @@ async fn resolve_image(ctx: &Ctx, outputs: &ServiceOutputs, args: &DeployArgs) -
 /// and an image of another environment must never be deployed by accident.
 pub fn check_image_belongs_here(image_uri: &str, outputs: &ServiceOutputs) -> anyhow::Result<()> {
     let repo = &outputs.repository_uri;
-    let reference = image_uri.strip_prefix(repo.as_str()).and_then(|r| r.strip_prefix(':').or_else(|| r.strip_prefix('@')));
+    let reference = image_uri
+        .strip_prefix(repo.as_str())
+        .and_then(|r| r.strip_prefix(':').or_else(|| r.strip_prefix('@')));
     match reference {
         Some(r) if !r.is_empty() && !r.contains('/') => Ok(()),
-        Some(_) => bail!("image {image_uri} has no tag or digest: pass {repo}:<tag> or {repo}@sha256:<digest>"),
-        None => bail!("image {image_uri} is not in this environment's repository {repo}: push it there and pass {repo}:<tag>"),
+        Some(_) => bail!(
+            "image {image_uri} has no tag or digest: pass {repo}:<tag> or {repo}@sha256:<digest>"
+        ),
+        None => bail!(
+            "image {image_uri} is not in this environment's repository {repo}: push it there and pass {repo}:<tag>"
+        ),
     }
 }
 
@@ -366,7 +484,8 @@ mod tests {
             output_stream: "o".into(),
             dead_letter: "kinesis:d".into(),
             repository_name: "r".into(),
-            repository_uri: "123456789012.dkr.ecr.us-east-1.amazonaws.com/taxi-duration-dev-lambda".into(),
+            repository_uri: "123456789012.dkr.ecr.us-east-1.amazonaws.com/taxi-duration-dev-lambda"
+                .into(),
             log_group: "/aws/lambda/f".into(),
             function_name: None,
             function_arn: None,
@@ -388,14 +507,25 @@ mod tests {
     fn images_of_another_environment_are_refused() {
         let o = outputs();
         let other = o.repository_uri.replace("-dev-", "-stg-");
-        let err = check_image_belongs_here(&format!("{other}:abc"), &o).unwrap_err().to_string();
-        assert!(err.contains("not in this environment's repository"), "{err}");
-        assert!(check_image_belongs_here(&o.repository_uri, &o).is_err(), "no tag must be refused");
+        let err = check_image_belongs_here(&format!("{other}:abc"), &o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not in this environment's repository"),
+            "{err}"
+        );
+        assert!(
+            check_image_belongs_here(&o.repository_uri, &o).is_err(),
+            "no tag must be refused"
+        );
     }
 
     #[test]
     fn s3_uris_split() {
-        assert_eq!(parse_s3("s3://b/models/x/model.json").unwrap(), ("b".into(), "models/x/model.json".into()));
+        assert_eq!(
+            parse_s3("s3://b/models/x/model.json").unwrap(),
+            ("b".into(), "models/x/model.json".into())
+        );
         assert!(parse_s3("s3://b").is_err());
         assert!(parse_s3("https://b/k").is_err());
     }

@@ -47,8 +47,13 @@ pub enum Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::EmptyBucket { bucket, versions } => write!(f, "empty bucket s3://{bucket} ({versions} object versions and delete markers)"),
-            Self::DeleteImages { repository, images } => write!(f, "delete {images} images of repository {repository}"),
+            Self::EmptyBucket { bucket, versions } => write!(
+                f,
+                "empty bucket s3://{bucket} ({versions} object versions and delete markers)"
+            ),
+            Self::DeleteImages { repository, images } => {
+                write!(f, "delete {images} images of repository {repository}")
+            }
             Self::DeleteStack { stack } => write!(f, "delete stack {stack}"),
             Self::DeleteLogGroup { log_group } => write!(f, "delete log group {log_group}"),
         }
@@ -67,7 +72,11 @@ pub struct TeardownReport {
 
 impl fmt::Display for TeardownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let head = if self.dry_run { "teardown plan" } else { "teardown" };
+        let head = if self.dry_run {
+            "teardown plan"
+        } else {
+            "teardown"
+        };
         writeln!(f, "{head} {}:", self.environment)?;
         if self.actions.is_empty() {
             writeln!(f, "  nothing to remove")?;
@@ -76,7 +85,11 @@ impl fmt::Display for TeardownReport {
             writeln!(f, "  - {a}")?;
         }
         if !self.dry_run {
-            write!(f, "nothing billable tagged environment={} remains", self.environment)?;
+            write!(
+                f,
+                "nothing billable tagged environment={} remains",
+                self.environment
+            )?;
         }
         Ok(())
     }
@@ -84,15 +97,29 @@ impl fmt::Display for TeardownReport {
 
 /// Refuses a resource that does not belong to `env`: its name must carry the environment's name
 /// and, when it has tags, `environment` must be this environment.
-pub fn ensure_owned(env: &EnvConfig, kind: &str, name: &str, tags: Option<&BTreeMap<String, String>>) -> anyhow::Result<()> {
+pub fn ensure_owned(
+    env: &EnvConfig,
+    kind: &str,
+    name: &str,
+    tags: Option<&BTreeMap<String, String>>,
+) -> anyhow::Result<()> {
     if !name.contains(&env.name) {
-        bail!("refusing to touch {kind} {name}: its name does not carry the environment `{}`", env.name);
+        bail!(
+            "refusing to touch {kind} {name}: its name does not carry the environment `{}`",
+            env.name
+        );
     }
     if let Some(tags) = tags {
         match tags.get("environment") {
             Some(e) if *e == env.name => {}
-            Some(e) => bail!("refusing to touch {kind} {name}: it is tagged environment={e}, not {}", env.name),
-            None => bail!("refusing to touch {kind} {name}: it carries no environment tag, so it may not be `{}`'s", env.name),
+            Some(e) => bail!(
+                "refusing to touch {kind} {name}: it is tagged environment={e}, not {}",
+                env.name
+            ),
+            None => bail!(
+                "refusing to touch {kind} {name}: it carries no environment tag, so it may not be `{}`'s",
+                env.name
+            ),
         }
     }
     Ok(())
@@ -112,11 +139,20 @@ pub async fn teardown(ctx: &Ctx) -> anyhow::Result<TeardownReport> {
     if let Some(info) = &info {
         let mut tags = info.tags.clone();
         if let Some(e) = info.parameters.get("Environment") {
-            tags.entry("environment".into()).or_insert_with(|| e.clone());
+            tags.entry("environment".into())
+                .or_insert_with(|| e.clone());
         }
         ensure_owned(env, "stack", &info.name, Some(&tags))?;
-        if info.parameters.get("Environment").is_some_and(|e| *e != env.name) {
-            bail!("refusing to delete stack {}: its Environment parameter is not `{}`", info.name, env.name);
+        if info
+            .parameters
+            .get("Environment")
+            .is_some_and(|e| *e != env.name)
+        {
+            bail!(
+                "refusing to delete stack {}: its Environment parameter is not `{}`",
+                info.name,
+                env.name
+            );
         }
     }
     let outputs = match &info {
@@ -133,30 +169,59 @@ pub async fn teardown(ctx: &Ctx) -> anyhow::Result<TeardownReport> {
     if let Some(b) = &bucket {
         ensure_owned(env, "bucket", b, Some(&bucket_tags(&s3, b).await?))?;
         if !b.starts_with(&format!("{}-", env.model_bucket)) {
-            bail!("refusing to empty bucket {b}: it is not `{}-<account>`", env.model_bucket);
+            bail!(
+                "refusing to empty bucket {b}: it is not `{}-<account>`",
+                env.model_bucket
+            );
         }
         let versions = list_versions(&s3, b).await?;
-        actions.push(Action::EmptyBucket { bucket: b.clone(), versions: versions.len() });
+        actions.push(Action::EmptyBucket {
+            bucket: b.clone(),
+            versions: versions.len(),
+        });
     }
-    let repository = outputs.as_ref().map(|o| o.repository_name.clone()).unwrap_or_else(|| env.ecr_repository.clone());
+    let repository = outputs
+        .as_ref()
+        .map(|o| o.repository_name.clone())
+        .unwrap_or_else(|| env.ecr_repository.clone());
     if repository != env.ecr_repository {
-        bail!("refusing to touch repository {repository}: this environment's is {}", env.ecr_repository);
+        bail!(
+            "refusing to touch repository {repository}: this environment's is {}",
+            env.ecr_repository
+        );
     }
     if let Some(arn) = repository_arn(&ecr, &repository).await? {
-        ensure_owned(env, "repository", &repository, Some(&repository_tags(&ecr, &arn).await?))?;
+        ensure_owned(
+            env,
+            "repository",
+            &repository,
+            Some(&repository_tags(&ecr, &arn).await?),
+        )?;
         let images = list_images(&ecr, &repository).await?;
-        actions.push(Action::DeleteImages { repository: repository.clone(), images: images.len() });
+        actions.push(Action::DeleteImages {
+            repository: repository.clone(),
+            images: images.len(),
+        });
     }
     if let Some(info) = &info {
-        actions.push(Action::DeleteStack { stack: info.name.clone() });
+        actions.push(Action::DeleteStack {
+            stack: info.name.clone(),
+        });
     }
     let log_group = format!("/aws/lambda/{}", env.function_name);
     if info.is_some() || log_group_exists(&logs, &log_group).await? {
-        actions.push(Action::DeleteLogGroup { log_group: log_group.clone() });
+        actions.push(Action::DeleteLogGroup {
+            log_group: log_group.clone(),
+        });
     }
 
     if ctx.dry_run {
-        return Ok(TeardownReport { environment: env.name.clone(), dry_run: true, actions, remaining: vec![] });
+        return Ok(TeardownReport {
+            environment: env.name.clone(),
+            dry_run: true,
+            actions,
+            remaining: vec![],
+        });
     }
     ctx.confirm("delete every resource of the service (bucket contents, images, stack, logs)")?;
 
@@ -170,7 +235,11 @@ pub async fn teardown(ctx: &Ctx) -> anyhow::Result<TeardownReport> {
             }
             Action::DeleteLogGroup { log_group } => {
                 if log_group_exists(&logs, log_group).await? {
-                    logs.delete_log_group().log_group_name(log_group).send().await.with_context(|| format!("delete log group {log_group}"))?;
+                    logs.delete_log_group()
+                        .log_group_name(log_group)
+                        .send()
+                        .await
+                        .with_context(|| format!("delete log group {log_group}"))?;
                 }
             }
         }
@@ -179,12 +248,19 @@ pub async fn teardown(ctx: &Ctx) -> anyhow::Result<TeardownReport> {
     let remaining = remaining(&sdk, env, outputs.as_ref(), bucket.as_deref()).await?;
     if !remaining.is_empty() {
         bail!(
-            "teardown of `{}` left billable resources behind: {}; delete them by hand or run teardown again",
+            "teardown of `{}` left billable resources behind: {}; run teardown again, and delete by hand what \
+             carries the tags environment={} but belongs to no stack of this project",
             env.name,
-            remaining.join(", ")
+            remaining.join(", "),
+            env.name
         );
     }
-    Ok(TeardownReport { environment: env.name.clone(), dry_run: false, actions, remaining })
+    Ok(TeardownReport {
+        environment: env.name.clone(),
+        dry_run: false,
+        actions,
+        remaining,
+    })
 }
 
 /// A bucket `<model_bucket>-<account id>` left without its stack.
@@ -195,17 +271,35 @@ async fn find_bucket(s3: &aws_sdk_s3::Client, env: &EnvConfig) -> anyhow::Result
         .buckets()
         .iter()
         .filter_map(|b| b.name())
-        .find(|n| n.strip_prefix(&prefix).is_some_and(|acct| acct.len() == 12 && acct.bytes().all(|c| c.is_ascii_digit())))
+        .find(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|acct| acct.len() == 12 && acct.bytes().all(|c| c.is_ascii_digit()))
+        })
         .map(str::to_string))
 }
 
-async fn bucket_tags(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let out = s3.get_bucket_tagging().bucket(bucket).send().await.with_context(|| format!("read the tags of bucket {bucket}"))?;
-    Ok(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+async fn bucket_tags(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let out = s3
+        .get_bucket_tagging()
+        .bucket(bucket)
+        .send()
+        .await
+        .with_context(|| format!("read the tags of bucket {bucket}"))?;
+    Ok(out
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect())
 }
 
 /// Every version and delete marker of a bucket, as (key, version id).
-async fn list_versions(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
+async fn list_versions(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let mut all = Vec::new();
     let (mut key_marker, mut version_marker) = (None, None);
     loop {
@@ -218,10 +312,16 @@ async fn list_versions(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<
             .await
             .with_context(|| format!("list object versions of {bucket}"))?;
         for v in out.versions() {
-            all.push((v.key().unwrap_or_default().to_string(), v.version_id().map(str::to_string)));
+            all.push((
+                v.key().unwrap_or_default().to_string(),
+                v.version_id().map(str::to_string),
+            ));
         }
         for m in out.delete_markers() {
-            all.push((m.key().unwrap_or_default().to_string(), m.version_id().map(str::to_string)));
+            all.push((
+                m.key().unwrap_or_default().to_string(),
+                m.version_id().map(str::to_string),
+            ));
         }
         if out.is_truncated() != Some(true) {
             break;
@@ -239,44 +339,95 @@ pub async fn empty_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Resu
     for chunk in versions.chunks(1000) {
         let objects = chunk
             .iter()
-            .map(|(k, v)| ObjectIdentifier::builder().key(k).set_version_id(v.clone()).build())
+            .map(|(k, v)| {
+                ObjectIdentifier::builder()
+                    .key(k)
+                    .set_version_id(v.clone())
+                    .build()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let out = s3
             .delete_objects()
             .bucket(bucket)
-            .delete(Delete::builder().set_objects(Some(objects)).quiet(true).build()?)
+            .delete(
+                Delete::builder()
+                    .set_objects(Some(objects))
+                    .quiet(true)
+                    .build()?,
+            )
             .send()
             .await
             .with_context(|| format!("delete object versions of {bucket}"))?;
         if let Some(e) = out.errors().first() {
-            bail!("could not delete s3://{bucket}/{}: {}", e.key().unwrap_or_default(), e.message().unwrap_or_default());
+            bail!(
+                "could not delete s3://{bucket}/{}: {}",
+                e.key().unwrap_or_default(),
+                e.message().unwrap_or_default()
+            );
         }
     }
     let left = list_versions(s3, bucket).await?.len();
     if left > 0 {
-        bail!("bucket {bucket} still holds {left} object versions after emptying it: objects are being written; stop the writers and run teardown again");
+        bail!(
+            "bucket {bucket} still holds {left} object versions after emptying it: objects are being written; stop the writers and run teardown again"
+        );
     }
     Ok(())
 }
 
 async fn repository_arn(ecr: &aws_sdk_ecr::Client, name: &str) -> anyhow::Result<Option<String>> {
-    match ecr.describe_repositories().repository_names(name).send().await {
-        Ok(out) => Ok(out.repositories().first().and_then(|r| r.repository_arn()).map(str::to_string)),
-        Err(e) if format!("{}", aws_sdk_ecr::error::DisplayErrorContext(&e)).contains("RepositoryNotFound") => Ok(None),
+    match ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .repositories()
+            .first()
+            .and_then(|r| r.repository_arn())
+            .map(str::to_string)),
+        Err(e)
+            if format!("{}", aws_sdk_ecr::error::DisplayErrorContext(&e))
+                .contains("RepositoryNotFound") =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e).with_context(|| format!("describe repository {name}")),
     }
 }
 
-async fn repository_tags(ecr: &aws_sdk_ecr::Client, arn: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let out = ecr.list_tags_for_resource().resource_arn(arn).send().await.with_context(|| format!("read the tags of {arn}"))?;
-    Ok(out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+async fn repository_tags(
+    ecr: &aws_sdk_ecr::Client,
+    arn: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let out = ecr
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .with_context(|| format!("read the tags of {arn}"))?;
+    Ok(out
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect())
 }
 
-async fn list_images(ecr: &aws_sdk_ecr::Client, repository: &str) -> anyhow::Result<Vec<aws_sdk_ecr::types::ImageIdentifier>> {
+async fn list_images(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+) -> anyhow::Result<Vec<aws_sdk_ecr::types::ImageIdentifier>> {
     let mut all = Vec::new();
     let mut token = None;
     loop {
-        let out = ecr.list_images().repository_name(repository).set_next_token(token).send().await.with_context(|| format!("list images of {repository}"))?;
+        let out = ecr
+            .list_images()
+            .repository_name(repository)
+            .set_next_token(token)
+            .send()
+            .await
+            .with_context(|| format!("list images of {repository}"))?;
         all.extend(out.image_ids().iter().cloned());
         token = out.next_token().map(str::to_string);
         if token.is_none() {
@@ -297,21 +448,40 @@ pub async fn delete_images(ecr: &aws_sdk_ecr::Client, repository: &str) -> anyho
             .await
             .with_context(|| format!("delete images of {repository}"))?;
         if let Some(f) = out.failures().first() {
-            bail!("could not delete an image of {repository}: {}", f.failure_reason().unwrap_or_default());
+            bail!(
+                "could not delete an image of {repository}: {}",
+                f.failure_reason().unwrap_or_default()
+            );
         }
     }
     Ok(())
 }
 
-async fn log_group_exists(logs: &aws_sdk_cloudwatchlogs::Client, name: &str) -> anyhow::Result<bool> {
-    let out = logs.describe_log_groups().log_group_name_prefix(name).send().await.with_context(|| format!("describe log group {name}"))?;
-    Ok(out.log_groups().iter().any(|g| g.log_group_name() == Some(name)))
+async fn log_group_exists(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    name: &str,
+) -> anyhow::Result<bool> {
+    let out = logs
+        .describe_log_groups()
+        .log_group_name_prefix(name)
+        .send()
+        .await
+        .with_context(|| format!("describe log group {name}"))?;
+    Ok(out
+        .log_groups()
+        .iter()
+        .any(|g| g.log_group_name() == Some(name)))
 }
 
 /// Billable resources of `env` still there: everything the tagging API lists with this
 /// environment's tags (stacks aside, which cost nothing), plus each resource probed by name,
 /// because not every service reports its tags there (and emulators cover few).
-pub async fn remaining(sdk: &SdkConfig, env: &EnvConfig, outputs: Option<&ServiceOutputs>, bucket: Option<&str>) -> anyhow::Result<Vec<String>> {
+pub async fn remaining(
+    sdk: &SdkConfig,
+    env: &EnvConfig,
+    outputs: Option<&ServiceOutputs>,
+    bucket: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     use aws_sdk_resourcegroupstagging::types::TagFilter;
     let mut left = Vec::new();
     let tagging = aws_sdk_resourcegroupstagging::Client::new(sdk);
@@ -319,8 +489,18 @@ pub async fn remaining(sdk: &SdkConfig, env: &EnvConfig, outputs: Option<&Servic
     loop {
         let out = tagging
             .get_resources()
-            .tag_filters(TagFilter::builder().key("environment").values(&env.name).build())
-            .tag_filters(TagFilter::builder().key("project").values(&env.tags["project"]).build())
+            .tag_filters(
+                TagFilter::builder()
+                    .key("environment")
+                    .values(&env.name)
+                    .build(),
+            )
+            .tag_filters(
+                TagFilter::builder()
+                    .key("project")
+                    .values(&env.tags["project"])
+                    .build(),
+            )
             .set_pagination_token(token)
             .send()
             .await
@@ -331,7 +511,10 @@ pub async fn remaining(sdk: &SdkConfig, env: &EnvConfig, outputs: Option<&Servic
                 left.push(arn.to_string());
             }
         }
-        token = out.pagination_token().filter(|t| !t.is_empty()).map(str::to_string);
+        token = out
+            .pagination_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
         if token.is_none() {
             break;
         }
@@ -354,7 +537,13 @@ pub async fn remaining(sdk: &SdkConfig, env: &EnvConfig, outputs: Option<&Servic
     streams.sort();
     streams.dedup();
     for s in streams {
-        if kinesis.describe_stream_summary().stream_name(&s).send().await.is_ok() {
+        if kinesis
+            .describe_stream_summary()
+            .stream_name(&s)
+            .send()
+            .await
+            .is_ok()
+        {
             left.push(format!("kinesis stream {s}"));
         }
     }
@@ -363,7 +552,13 @@ pub async fn remaining(sdk: &SdkConfig, env: &EnvConfig, outputs: Option<&Servic
         left.push(format!("ecr repository {}", env.ecr_repository));
     }
     let lambda = aws_sdk_lambda::Client::new(sdk);
-    if lambda.get_function().function_name(&env.function_name).send().await.is_ok() {
+    if lambda
+        .get_function()
+        .function_name(&env.function_name)
+        .send()
+        .await
+        .is_ok()
+    {
         left.push(format!("lambda function {}", env.function_name));
     }
     let logs = aws_sdk_cloudwatchlogs::Client::new(sdk);
@@ -390,10 +585,22 @@ mod tests {
         let stg: BTreeMap<_, _> = [("environment".to_string(), "stg".to_string())].into();
         let own: BTreeMap<_, _> = [("environment".to_string(), "dev".to_string())].into();
         assert!(ensure_owned(&env, "bucket", "taxi-duration-models-dev-1", Some(&own)).is_ok());
-        let err = ensure_owned(&env, "bucket", "taxi-duration-models-dev-1", Some(&stg)).unwrap_err().to_string();
+        let err = ensure_owned(&env, "bucket", "taxi-duration-models-dev-1", Some(&stg))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tagged environment=stg"), "{err}");
-        let err = ensure_owned(&env, "bucket", "taxi-duration-models-stg-1", None).unwrap_err().to_string();
+        let err = ensure_owned(&env, "bucket", "taxi-duration-models-stg-1", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not carry the environment"), "{err}");
-        assert!(ensure_owned(&env, "bucket", "taxi-duration-models-dev-1", Some(&BTreeMap::new())).is_err());
+        assert!(
+            ensure_owned(
+                &env,
+                "bucket",
+                "taxi-duration-models-dev-1",
+                Some(&BTreeMap::new())
+            )
+            .is_err()
+        );
     }
 }

@@ -36,17 +36,31 @@ pub fn find_tool(candidates: &[&str]) -> anyhow::Result<Tool> {
     for name in candidates {
         match Command::new(name).arg("version").output() {
             Ok(out) if out.status.success() => {
-                let version = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
-                return Ok(Tool { program: PathBuf::from(name), version });
+                let version = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                return Ok(Tool {
+                    program: PathBuf::from(name),
+                    version,
+                });
             }
             Ok(out) => {
                 let err = String::from_utf8_lossy(&out.stderr);
-                why.push(format!("`{name} version` failed ({}): {}", out.status, err.trim().lines().last().unwrap_or_default()))
+                why.push(format!(
+                    "`{name} version` failed ({}): {}",
+                    out.status,
+                    err.trim().lines().last().unwrap_or_default()
+                ))
             }
             Err(e) => why.push(format!("{name}: {e}")),
         }
     }
-    bail!("no working terraform or tofu ({}): {INSTALL_HINT}", why.join("; "))
+    bail!(
+        "no working terraform or tofu ({}): {INSTALL_HINT}",
+        why.join("; ")
+    )
 }
 
 /// The terraform/ folder.
@@ -82,17 +96,34 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
     let env = &ctx.env;
     crate::stack::check_tags(env)?;
     let tool = find_tool(&CANDIDATES)?;
-    ctx.note(format!("using {} ({})", tool.program.display(), tool.version));
+    ctx.note(format!(
+        "using {} ({})",
+        tool.program.display(),
+        tool.version
+    ));
     if args.model_file.is_some() {
-        bail!("--engine terraform does not upload models: upload it first (e.g. with the default engine) and pass --run-id");
+        bail!(
+            "--engine terraform does not upload models: upload it first (e.g. with the default engine) and pass --run-id"
+        );
     }
-    let image = args.image_uri.as_deref().context("--engine terraform needs --image-uri <repository uri>:<tag>")?;
+    let image = args
+        .image_uri
+        .as_deref()
+        .context("--engine terraform needs --image-uri <repository uri>:<tag>")?;
     if args.run_id.is_none() && args.model_location.is_none() {
         bail!("--engine terraform needs --run-id <id> or --model-location s3://...");
     }
     let dir = dir(&ctx.root);
-    let mut init = vec!["init".to_string(), "-input=false".into(), "-reconfigure".into(), format!("-backend-config=backend-{}.conf", env.name)];
-    let mut vars = vec![format!("-var-file=vars/{}.tfvars", env.name), format!("-var=image_uri={image}")];
+    let mut init = vec![
+        "init".to_string(),
+        "-input=false".into(),
+        "-reconfigure".into(),
+        format!("-backend-config=backend-{}.conf", env.name),
+    ];
+    let mut vars = vec![
+        format!("-var-file=vars/{}.tfvars", env.name),
+        format!("-var=image_uri={image}"),
+    ];
     if let Some(r) = &args.run_id {
         vars.push(format!("-var=run_id={r}"));
     }
@@ -101,12 +132,21 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
     }
     if let Some(endpoint) = ctx.endpoint()? {
         // An emulator: the state stays local and the provider talks to the endpoint.
-        init = vec!["init".into(), "-input=false".into(), "-reconfigure".into(), "-backend=false".into()];
+        init = vec![
+            "init".into(),
+            "-input=false".into(),
+            "-reconfigure".into(),
+            "-backend=false".into(),
+        ];
         vars.push(format!("-var=endpoint_url={endpoint}"));
     }
     run(&tool, &dir, &init, "initialising")?;
     let plan_file = format!("{}.tfplan", env.name);
-    let mut plan = vec!["plan".to_string(), "-input=false".into(), format!("-out={plan_file}")];
+    let mut plan = vec![
+        "plan".to_string(),
+        "-input=false".into(),
+        format!("-out={plan_file}"),
+    ];
     plan.extend(vars);
     run(&tool, &dir, &plan, "planning")?;
     if ctx.dry_run {
@@ -115,12 +155,25 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
     if env.name == "prod" {
         ctx.confirm("apply the Terraform plan")?;
     }
-    run(&tool, &dir, &["apply".into(), "-input=false".into(), plan_file], "applying")?;
+    run(
+        &tool,
+        &dir,
+        &["apply".into(), "-input=false".into(), plan_file],
+        "applying",
+    )?;
     Ok(report(env, DeployStatus::Updated))
 }
 
 fn report(env: &crate::config::EnvConfig, status: DeployStatus) -> DeployReport {
-    DeployReport { environment: env.name.clone(), engine: Engine::Terraform, status, plans: vec![], model: None, image_uri: None, outputs: None }
+    DeployReport {
+        environment: env.name.clone(),
+        engine: Engine::Terraform,
+        status,
+        plans: vec![],
+        model: None,
+        image_uri: None,
+        outputs: None,
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +182,12 @@ mod tests {
 
     #[test]
     fn missing_tools_say_how_to_install_one() {
-        let err = find_tool(&["taxi-duration-no-such-terraform", "taxi-duration-no-such-tofu"]).unwrap_err().to_string();
+        let err = find_tool(&[
+            "taxi-duration-no-such-terraform",
+            "taxi-duration-no-such-tofu",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("install OpenTofu"), "{err}");
         assert!(err.contains("taxi-duration-no-such-tofu"), "{err}");
     }
