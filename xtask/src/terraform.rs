@@ -6,6 +6,7 @@
 //! the release (image, run id) is passed with `-var`. Terraform creates everything in one apply,
 //! so the model and image must already exist: pass --image-uri and --run-id (or --model-location).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -69,9 +70,14 @@ pub fn dir(root: &Path) -> PathBuf {
 }
 
 fn run(tool: &Tool, dir: &Path, args: &[String], what: &str) -> anyhow::Result<()> {
+    let mut args = args.to_vec();
+    if !std::io::stderr().is_terminal() {
+        // Colour codes would garble logs and CI output.
+        args.insert(1, "-no-color".into());
+    }
     let status = Command::new(&tool.program)
         .arg(format!("-chdir={}", dir.display()))
-        .args(args)
+        .args(&args)
         .env("TF_IN_AUTOMATION", "1")
         .status()
         .with_context(|| format!("start {}", tool.program.display()))?;
