@@ -209,52 +209,37 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
     let params = stack::parameters(&ctx.env, &release)?;
     let plan = stack::create_change_set(&cf, &ctx.env, &template, &params).await?;
     show(ctx, &plan);
-    let model_ref = Some(model.reference.clone());
-    if plan.is_empty() {
+    let status = if plan.is_empty() {
         ctx.note(format!(
             "no changes: stack {} is up to date",
             ctx.env.stack_name
         ));
-        let status = if existed {
+        if existed {
             DeployStatus::Unchanged
         } else {
             DeployStatus::Created
-        };
-        let outputs = stack::service_outputs(&sdk, &ctx.env).await?;
-        return Ok(report(
-            ctx,
-            status,
-            plans,
-            model_ref,
-            Some(image_uri),
-            outputs,
-        ));
-    }
-    if ctx.dry_run {
+        }
+    } else if ctx.dry_run {
         stack::discard(&cf, &plan).await?;
-        plans.push(plan);
-        return Ok(report(
-            ctx,
-            DeployStatus::Planned,
-            plans,
-            model_ref,
-            Some(image_uri),
-            Some(outputs),
-        ));
-    }
-    stack::execute(ctx, &cf, &plan).await?;
-    plans.push(plan);
-    let outputs = stack::service_outputs(&sdk, &ctx.env).await?;
-    let status = if existed {
-        DeployStatus::Updated
+        DeployStatus::Planned
     } else {
-        DeployStatus::Created
+        stack::execute(ctx, &cf, &plan).await?;
+        if existed {
+            DeployStatus::Updated
+        } else {
+            DeployStatus::Created
+        }
+    };
+    plans.push(plan);
+    let outputs = match status {
+        DeployStatus::Planned => Some(outputs),
+        _ => stack::service_outputs(&sdk, &ctx.env).await?,
     };
     Ok(report(
         ctx,
         status,
         plans,
-        model_ref,
+        Some(model.reference),
         Some(image_uri),
         outputs,
     ))
