@@ -49,13 +49,40 @@ pub struct DeployArgs {
     /// The run id of a model already uploaded (or the run id to upload --model-file under).
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Shorthand for the three above: a local artifact path, `run:<id>` or `s3://...`.
+    #[arg(long, conflicts_with_all = ["model_file", "model_location", "run_id"])]
+    pub model: Option<String>,
+}
+
+impl DeployArgs {
+    /// Expands `--model` into --model-file, --run-id or --model-location.
+    pub fn resolved(&self) -> anyhow::Result<Self> {
+        let mut out = self.clone();
+        let Some(spec) = out.model.take() else {
+            return Ok(out);
+        };
+        if let Some(id) = spec.strip_prefix("run:") {
+            out.run_id = Some(id.to_string());
+        } else if spec.starts_with("s3://") {
+            out.model_location = Some(spec);
+        } else if let Some(alias) = spec.strip_prefix("alias:") {
+            bail!(
+                "--model {spec}: model aliases such as `{alias}` live in the MLflow registry, which deploy does not \
+                 read yet; pass --model run:<id> (or --model-file <artifact>) instead"
+            );
+        } else {
+            out.model_file = Some(PathBuf::from(spec));
+        }
+        Ok(out)
+    }
 }
 
 impl DeployArgs {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let report = match self.engine {
-            Engine::Cloudformation => deploy(ctx, &self).await?,
-            Engine::Terraform => crate::terraform::deploy(ctx, &self).await?,
+        let args = self.resolved()?;
+        let report = match args.engine {
+            Engine::Cloudformation => deploy(ctx, &args).await?,
+            Engine::Terraform => crate::terraform::deploy(ctx, &args).await?,
         };
         ctx.emit(&report)
     }
@@ -166,6 +193,7 @@ pub async fn ensure_foundation(ctx: &Ctx) -> anyhow::Result<(ServiceOutputs, Opt
 /// Deploys `ctx.env`'s stack by CloudFormation: see the module docs for the order.
 /// Honours `ctx.dry_run` (prints the change sets, changes nothing) and asks `ctx.confirm` in prod.
 pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport> {
+    let args = &args.resolved()?;
     if ctx.env.name == "prod" {
         ctx.confirm("deploy the service")?;
     }
@@ -502,6 +530,35 @@ mod tests {
         assert!(
             check_image_belongs_here(&o.repository_uri, &o).is_err(),
             "no tag must be refused"
+        );
+    }
+
+    #[test]
+    fn model_shorthand_expands() {
+        let m = |s: &str| {
+            DeployArgs {
+                model: Some(s.into()),
+                ..Default::default()
+            }
+            .resolved()
+        };
+        assert_eq!(m("run:abc").unwrap().run_id.as_deref(), Some("abc"));
+        assert_eq!(
+            m("s3://b/models/x/model.json")
+                .unwrap()
+                .model_location
+                .as_deref(),
+            Some("s3://b/models/x/model.json")
+        );
+        assert_eq!(
+            m("runs/x/model.json").unwrap().model_file,
+            Some(PathBuf::from("runs/x/model.json"))
+        );
+        assert!(
+            m("alias:staging")
+                .unwrap_err()
+                .to_string()
+                .contains("MLflow")
         );
     }
 
