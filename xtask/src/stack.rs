@@ -26,6 +26,9 @@ pub const TEMPLATE: &str = "stacks/service.yaml";
 /// How long a stack operation may take before xtask gives up waiting (CloudFormation goes on).
 const STACK_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// How long a just-started operation may take to show up in DescribeStacks.
+const START_GRACE: Duration = Duration::from_secs(30);
+
 /// How long CloudFormation may take to compute a change set.
 const CHANGE_SET_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
@@ -829,6 +832,7 @@ async fn wait(
     let spinner = ctx.spinner(format!("{what} {stack}"));
     let started = Instant::now();
     let mut all = Vec::new();
+    let mut started_op = false;
     let status = loop {
         let info = describe_stack(cf, stack).await?;
         if let Ok(events) = events_since(cf, stack, last.as_deref()).await {
@@ -845,7 +849,18 @@ async fn wait(
             Some(i) => i.status,
         };
         spinner.set_message(format!("{what} {stack}: {status}"));
-        if !status.ends_with("_IN_PROGRESS") || started_err.is_some() {
+        // DescribeStacks may still show the previous operation's final status for a moment after
+        // Execute/Delete returns: a terminal status counts once this operation has started (an
+        // event of the stack itself, or an in-progress status), or after a grace period.
+        started_op |= status.ends_with("_IN_PROGRESS")
+            || all
+                .iter()
+                .any(|e| e.resource_type == "AWS::CloudFormation::Stack");
+        let terminal = !status.ends_with("_IN_PROGRESS");
+        if started_err.is_some()
+            || (terminal
+                && (started_op || status == "DELETE_COMPLETE" || started.elapsed() > START_GRACE))
+        {
             break status;
         }
         if started.elapsed() > STACK_TIMEOUT {

@@ -9,6 +9,8 @@ use serde_yaml::Value as Yaml;
 use xtask::config::{ENVIRONMENTS, EnvConfig};
 use xtask::stack::{self, Release};
 
+use crate::moto;
+
 fn root() -> PathBuf {
     xtask::ctx::repo_root()
 }
@@ -582,4 +584,26 @@ fn tfvars_hold_the_environment_config_values() {
                 && backend["bucket"].as_str().unwrap().contains(env)
         );
     }
+}
+
+/// cfn-lint (installed with moto's CloudFormation extra) checks the template against the
+/// CloudFormation resource specification: property names, types, value ranges.
+#[test]
+fn cfn_lint_accepts_the_template() {
+    let bin = moto::cache_dir().join("venvs/moto/bin/cfn-lint");
+    assert!(
+        bin.exists(),
+        "{} missing: run `bash tools/setup.sh`",
+        bin.display()
+    );
+    let out = std::process::Command::new(&bin)
+        .arg(stack::template_path(&root()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cfn-lint found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
