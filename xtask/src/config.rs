@@ -73,6 +73,8 @@ pub struct EnvConfig {
     pub input_stream: String,
     pub output_stream: String,
     pub dead_letter: String,
+    /// SQS queue receiving the event-source mapping's on-failure records.
+    pub failure_queue: String,
     pub ecr_repository: String,
     pub function_name: String,
     pub input_shards: u32,
@@ -197,6 +199,8 @@ mod tests {
                 &cfg.input_stream,
                 &cfg.output_stream,
                 &cfg.function_name,
+                &cfg.failure_queue,
+                &cfg.ecr_repository,
             ] {
                 assert!(
                     name.contains(env),
