@@ -8,20 +8,16 @@ pub mod config;
 pub mod ctx;
 pub mod daemon;
 pub mod data;
-<<<<<<< HEAD
+pub mod deploy;
 pub mod esm;
 pub mod invoke;
 pub mod local;
 pub mod predict;
 pub mod registry;
 pub mod runtime_api;
-=======
-pub mod deploy;
-pub mod predict;
 pub mod stack;
 pub mod teardown;
 pub mod terraform;
->>>>>>> stacks
 pub mod tidy;
 pub mod train;
 pub mod util;

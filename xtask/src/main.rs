@@ -30,17 +30,14 @@ enum Cmd {
     Ci(ci::CiArgs),
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
-<<<<<<< HEAD
     /// Local AWS emulator: `local up|down|status|reset|poll`.
     Local(local::LocalArgs),
     /// Invoke the function once, locally (Runtime API emulator) or with --remote on AWS.
     Invoke(invoke::InvokeArgs),
-=======
     /// Deploy the service stack: `deploy --env E [--engine cloudformation|terraform] [--image-uri U] [--model-file F | --run-id R]`.
     Deploy(deploy::DeployArgs),
     /// Tear down an environment's stack and everything billable in it.
     Teardown(teardown::TeardownArgs),
->>>>>>> stacks
 }
 
 #[tokio::main]
@@ -65,12 +62,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench(args) => args.run(&ctx).await,
         Cmd::Ci(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
-<<<<<<< HEAD
         Cmd::Local(args) => args.run(&ctx).await,
         Cmd::Invoke(args) => args.run(&ctx).await,
-=======
         Cmd::Deploy(args) => args.run(&ctx).await,
         Cmd::Teardown(args) => args.run(&ctx).await,
->>>>>>> stacks
     }
 }
