@@ -21,3 +21,10 @@ venv() { # name requirements-file
 }
 
 venv moto tools/requirements-moto.txt
+
+# Debian's OCI registry (distribution), for image pushes in tests and `cargo xtask local up`.
+if ! command -v docker-registry >/dev/null; then
+  echo "setup: installing docker-registry"
+  apt-get update -qq
+  apt-get install -y --no-install-recommends docker-registry
+fi
