@@ -25,7 +25,8 @@ use base64::Engine as _;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, ImportImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, ImportImageOptionsBuilder, PushImageOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::StreamExt;
@@ -61,7 +62,10 @@ pub enum ImageError {
         "no Docker engine answers at {host} ({source}): start it (`sudo systemctl start docker`, or `sudo dockerd &`), \
          or point DOCKER_HOST at a running one"
     )]
-    NoEngine { host: String, source: bollard::errors::Error },
+    NoEngine {
+        host: String,
+        source: bollard::errors::Error,
+    },
     /// The local environment has no registry running.
     #[error("no local registry {where_}: start one with `cargo xtask local up`")]
     RegistryDown { where_: String },
@@ -70,7 +74,11 @@ pub enum ImageError {
         "ECR repository `{repository}` does not exist in {region}: `cargo xtask deploy --env {env}` creates it \
          (or set `ecr_repository` in config/env/{env}.toml)"
     )]
-    RepositoryMissing { repository: String, region: String, env: String },
+    RepositoryMissing {
+        repository: String,
+        region: String,
+        env: String,
+    },
     /// The ECR token expired before or during the push.
     #[error(
         "the ECR authorization token {detail}: run the command again for a fresh one (tokens last 12 hours), \
@@ -158,8 +166,20 @@ pub struct BuiltImage {
 impl fmt::Display for BuiltImage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let reused = if self.reused { ", unchanged" } else { "" };
-        writeln!(f, "image {} ({:.1} MB, {} bootstrap{reused})", self.id, self.size as f64 / 1e6, self.profile)?;
-        writeln!(f, "  model version {}, commit {}{}", self.model_version, self.revision, if self.dirty { " (dirty)" } else { "" })?;
+        writeln!(
+            f,
+            "image {} ({:.1} MB, {} bootstrap{reused})",
+            self.id,
+            self.size as f64 / 1e6,
+            self.profile
+        )?;
+        writeln!(
+            f,
+            "  model version {}, commit {}{}",
+            self.model_version,
+            self.revision,
+            if self.dirty { " (dirty)" } else { "" }
+        )?;
         for tag in &self.tags {
             writeln!(f, "  tag {tag}")?;
         }
@@ -188,7 +208,11 @@ pub struct PushedImage {
 
 impl fmt::Display for PushedImage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.pushed { "pushed" } else { "already in the registry:" };
+        let what = if self.pushed {
+            "pushed"
+        } else {
+            "already in the registry:"
+        };
         writeln!(f, "{what} {}", self.tag)?;
         write!(f, "  digest {}\n  {}", self.digest, self.uri_with_digest)
     }
@@ -205,7 +229,12 @@ impl ImageArgs {
                 let built = build_image(ctx, &opts).await?;
                 if ctx.dry_run {
                     let target = registry_target(ctx).await?;
-                    ctx.note(format!("dry run: would push {} as {}:{}", built.id, target.remote(), built.tag));
+                    ctx.note(format!(
+                        "dry run: would push {} as {}:{}",
+                        built.id,
+                        target.remote(),
+                        built.tag
+                    ));
                     return Ok(());
                 }
                 let pushed = push_image(ctx, &built).await?;
@@ -218,8 +247,12 @@ impl ImageArgs {
 /// Connects to the Docker engine (`DOCKER_HOST` or the local socket) and agrees on an API
 /// version, since engines as old as 20.10 (API 1.41) must work.
 pub async fn docker() -> Result<Docker, ImageError> {
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let no_engine = |source| ImageError::NoEngine { host: host.clone(), source };
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let no_engine = |source| ImageError::NoEngine {
+        host: host.clone(),
+        source,
+    };
     let docker = Docker::connect_with_defaults().map_err(no_engine)?;
     let docker = docker.negotiate_version().await.map_err(no_engine)?;
     docker.ping().await.map_err(no_engine)?;
@@ -233,24 +266,36 @@ pub async fn build_image(ctx: &Ctx, opts: &ImageOptions) -> anyhow::Result<Built
     let root = ctx.root.clone();
     let release = !opts.debug;
     let binary = tokio::task::spawn_blocking(move || build::build_lambda(&root, release)).await??;
-    let bootstrap = std::fs::read(&binary.path).with_context(|| format!("read {}", binary.path.display()))?;
-    let ca_bundle = std::fs::read(CA_BUNDLE).map_err(|_| ImageError::NoCaBundle { path: CA_BUNDLE.into() })?;
+    let bootstrap =
+        std::fs::read(&binary.path).with_context(|| format!("read {}", binary.path.display()))?;
+    let ca_bundle = std::fs::read(CA_BUNDLE).map_err(|_| ImageError::NoCaBundle {
+        path: CA_BUNDLE.into(),
+    })?;
 
     let revision = util::git_commit(&ctx.root).unwrap_or_else(|| "unknown".into());
     let dirty = util::git_dirty(&ctx.root);
     let model_version = match (&opts.model_version, &opts.model) {
         (Some(v), _) => v.clone(),
-        (None, Some(path)) => model::artifact::Artifact::load(path)
-            .with_context(|| format!("read the model version from {}", path.display()))?
-            .version,
+        (None, Some(path)) => {
+            model::artifact::Artifact::load(path)
+                .with_context(|| format!("read the model version from {}", path.display()))?
+                .version
+        }
         (None, None) => newest_local_model_version(ctx).unwrap_or_else(|| "unknown".into()),
     };
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_REVISION.to_string(), revision.clone());
-    labels.insert(LABEL_SOURCE.to_string(), util::git_origin(&ctx.root).unwrap_or_else(|| "unknown".into()));
+    labels.insert(
+        LABEL_SOURCE.to_string(),
+        util::git_origin(&ctx.root).unwrap_or_else(|| "unknown".into()),
+    );
     labels.insert(LABEL_MODEL_VERSION.to_string(), model_version.clone());
     labels.insert(LABEL_PROFILE.to_string(), binary.profile.clone());
-    let contents = ImageContents { bootstrap, ca_bundle, labels: labels.clone() };
+    let contents = ImageContents {
+        bootstrap,
+        ca_bundle,
+        labels: labels.clone(),
+    };
 
     let (id, reused) = match opts.builder {
         Builder::Assemble => load_assembled(&docker, &contents).await?,
@@ -258,16 +303,32 @@ pub async fn build_image(ctx: &Ctx, opts: &ImageOptions) -> anyhow::Result<Built
     };
 
     let repository = ctx.env.ecr_repository.clone();
-    let tag = immutable_tag(&revision, &model_version, opts.debug, dirty.then_some(id.as_str()));
+    let tag = immutable_tag(
+        &revision,
+        &model_version,
+        opts.debug,
+        dirty.then_some(id.as_str()),
+    );
     let mut tags = Vec::new();
     for t in [tag.as_str(), "latest"] {
         docker
-            .tag_image(&id, Some(TagImageOptionsBuilder::new().repo(&repository).tag(t).build()))
+            .tag_image(
+                &id,
+                Some(
+                    TagImageOptionsBuilder::new()
+                        .repo(&repository)
+                        .tag(t)
+                        .build(),
+                ),
+            )
             .await
             .with_context(|| format!("tag {id} as {repository}:{t}"))?;
         tags.push(format!("{repository}:{t}"));
     }
-    let inspect = docker.inspect_image(&id).await.with_context(|| format!("inspect the new image {id}"))?;
+    let inspect = docker
+        .inspect_image(&id)
+        .await
+        .with_context(|| format!("inspect the new image {id}"))?;
     Ok(BuiltImage {
         id,
         size: inspect.size.unwrap_or_default().max(0) as u64,
@@ -286,7 +347,12 @@ pub async fn build_image(ctx: &Ctx, opts: &ImageOptions) -> anyhow::Result<Built
 
 /// The immutable tag: `<commit12>-<model version>`, then `-debug` for a dev-profile binary and
 /// `-dirty-<id8>` for a tree with uncommitted changes (whose content the commit does not pin).
-pub fn immutable_tag(revision: &str, model_version: &str, debug: bool, dirty_image_id: Option<&str>) -> String {
+pub fn immutable_tag(
+    revision: &str,
+    model_version: &str,
+    debug: bool,
+    dirty_image_id: Option<&str>,
+) -> String {
     let commit: String = revision.chars().take(12).collect();
     let mut tag = format!("{commit}-{model_version}");
     if debug {
@@ -298,8 +364,16 @@ pub fn immutable_tag(revision: &str, model_version: &str, debug: bool, dirty_ima
         tag.extend(hex.chars().take(8));
     }
     // Registry tags allow [A-Za-z0-9_.-], at most 128 characters; anything else becomes `_`.
-    let mut tag: String =
-        tag.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect();
+    let mut tag: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     tag.truncate(128);
     tag
 }
@@ -308,7 +382,11 @@ pub fn immutable_tag(revision: &str, model_version: &str, debug: bool, dirty_ima
 /// `runs/` in the cache, by modification time. Unreadable artifacts are skipped with a note.
 pub fn newest_local_model_version(ctx: &Ctx) -> Option<String> {
     let mut found = Vec::new();
-    for dir in [ctx.root.join("runs"), ctx.root.join("artifacts"), ctx.cache.join("runs")] {
+    for dir in [
+        ctx.root.join("runs"),
+        ctx.root.join("artifacts"),
+        ctx.cache.join("runs"),
+    ] {
         find_files(&dir, model::artifact::FILE_NAME, 4, &mut found);
     }
     found.sort_by_key(|(mtime, _)| *mtime);
@@ -321,8 +399,15 @@ pub fn newest_local_model_version(ctx: &Ctx) -> Option<String> {
     None
 }
 
-fn find_files(dir: &Path, name: &str, depth: usize, out: &mut Vec<(std::time::SystemTime, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+fn find_files(
+    dir: &Path,
+    name: &str,
+    depth: usize,
+    out: &mut Vec<(std::time::SystemTime, PathBuf)>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let Ok(meta) = entry.metadata() else { continue };
@@ -342,7 +427,12 @@ struct ImageContents {
 }
 
 /// Appends one entry with no timestamp and fixed owner, so the bytes depend on content only.
-fn append(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: Option<&[u8]>) -> std::io::Result<()> {
+fn append(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    mode: u32,
+    data: Option<&[u8]>,
+) -> std::io::Result<()> {
     let mut header = tar::Header::new_ustar();
     header.set_mtime(0);
     header.set_uid(0);
@@ -369,7 +459,12 @@ fn layer_tar(contents: &ImageContents) -> std::io::Result<Vec<u8>> {
     append(&mut tar, "etc/", 0o755, None)?;
     append(&mut tar, "etc/ssl/", 0o755, None)?;
     append(&mut tar, "etc/ssl/certs/", 0o755, None)?;
-    append(&mut tar, CA_BUNDLE.trim_start_matches('/'), 0o644, Some(&contents.ca_bundle))?;
+    append(
+        &mut tar,
+        CA_BUNDLE.trim_start_matches('/'),
+        0o644,
+        Some(&contents.ca_bundle),
+    )?;
     tar.into_inner()
 }
 
@@ -415,7 +510,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Writes the layer and config, and loads them unless the engine already holds the image.
 /// Returns the image ID and whether it was already there.
-async fn load_assembled(docker: &Docker, contents: &ImageContents) -> anyhow::Result<(String, bool)> {
+async fn load_assembled(
+    docker: &Docker,
+    contents: &ImageContents,
+) -> anyhow::Result<(String, bool)> {
     let layer = layer_tar(contents).context("write the image layer")?;
     let diff_id = sha256_hex(&layer);
     let config = serde_json::to_vec(&ImageConfig {
@@ -427,8 +525,14 @@ async fn load_assembled(docker: &Docker, contents: &ImageContents) -> anyhow::Re
             env: [format!("SSL_CERT_FILE={CA_BUNDLE}")],
             labels: &contents.labels,
         },
-        rootfs: RootFs { kind: "layers", diff_ids: [format!("sha256:{diff_id}")] },
-        history: [History { created: EPOCH, created_by: "cargo xtask image build" }],
+        rootfs: RootFs {
+            kind: "layers",
+            diff_ids: [format!("sha256:{diff_id}")],
+        },
+        history: [History {
+            created: EPOCH,
+            created_by: "cargo xtask image build",
+        }],
     })?;
     let id_hex = sha256_hex(&config);
     let id = format!("sha256:{id_hex}");
@@ -445,8 +549,18 @@ async fn load_assembled(docker: &Docker, contents: &ImageContents) -> anyhow::Re
     }]))?;
     let mut archive = tar::Builder::new(Vec::new());
     append(&mut archive, &format!("{diff_id}/"), 0o755, None)?;
-    append(&mut archive, &format!("{diff_id}/layer.tar"), 0o644, Some(&layer))?;
-    append(&mut archive, &format!("{id_hex}.json"), 0o644, Some(&config))?;
+    append(
+        &mut archive,
+        &format!("{diff_id}/layer.tar"),
+        0o644,
+        Some(&layer),
+    )?;
+    append(
+        &mut archive,
+        &format!("{id_hex}.json"),
+        0o644,
+        Some(&config),
+    )?;
     append(&mut archive, "manifest.json", 0o644, Some(&manifest))?;
     let archive = archive.into_inner()?;
 
@@ -458,7 +572,10 @@ async fn load_assembled(docker: &Docker, contents: &ImageContents) -> anyhow::Re
     while let Some(item) = stream.next().await {
         item.context("load the image into the Docker engine")?;
     }
-    let loaded = docker.inspect_image(&id).await.with_context(|| format!("the engine did not keep image {id}"))?;
+    let loaded = docker
+        .inspect_image(&id)
+        .await
+        .with_context(|| format!("the engine did not keep image {id}"))?;
     anyhow::ensure!(
         loaded.id.as_deref() == Some(id.as_str()),
         "the engine stored the image as {:?}, expected {id}",
@@ -479,10 +596,20 @@ async fn build_classic(docker: &Docker, contents: &ImageContents) -> anyhow::Res
     let mut tar = tar::Builder::new(Vec::new());
     append(&mut tar, "Dockerfile", 0o644, Some(DOCKERFILE.as_bytes()))?;
     append(&mut tar, "bootstrap", 0o755, Some(&contents.bootstrap))?;
-    append(&mut tar, "ca-certificates.crt", 0o644, Some(&contents.ca_bundle))?;
+    append(
+        &mut tar,
+        "ca-certificates.crt",
+        0o644,
+        Some(&contents.ca_bundle),
+    )?;
     let context = tar.into_inner()?;
     let labels: HashMap<String, String> = contents.labels.clone().into_iter().collect();
-    let options = BuildImageOptionsBuilder::new().dockerfile("Dockerfile").rm(true).forcerm(true).labels(&labels).build();
+    let options = BuildImageOptionsBuilder::new()
+        .dockerfile("Dockerfile")
+        .rm(true)
+        .forcerm(true)
+        .labels(&labels)
+        .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     let mut id = None;
     let mut log = String::new();
@@ -522,11 +649,18 @@ impl RegistryTarget {
 pub async fn registry_target(ctx: &Ctx) -> anyhow::Result<RegistryTarget> {
     match ctx.env.target {
         Target::Local => {
-            let registry = LocalState::read(&ctx.cache)?.and_then(|s| s.registry).ok_or_else(|| {
-                ImageError::RegistryDown { where_: format!("is recorded in {}", LocalState::path(&ctx.cache).display()) }
-            })?;
+            let registry = LocalState::read(&ctx.cache)?
+                .and_then(|s| s.registry)
+                .ok_or_else(|| ImageError::RegistryDown {
+                    where_: format!("is recorded in {}", LocalState::path(&ctx.cache).display()),
+                })?;
             check_local_registry(&registry).await?;
-            Ok(RegistryTarget { registry, repository: ctx.env.ecr_repository.clone(), credentials: None, local: true })
+            Ok(RegistryTarget {
+                registry,
+                repository: ctx.env.ecr_repository.clone(),
+                credentials: None,
+                local: true,
+            })
         }
         Target::Aws => {
             let sdk = ctx.aws().await?;
@@ -538,9 +672,19 @@ pub async fn registry_target(ctx: &Ctx) -> anyhow::Result<RegistryTarget> {
 /// Fails with [`ImageError::RegistryDown`] unless a registry answers on `/v2/`.
 async fn check_local_registry(registry: &str) -> Result<(), ImageError> {
     let url = format!("http://{registry}/v2/");
-    let down = || ImageError::RegistryDown { where_: format!("answers at {registry}") };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|_| down())?;
-    client.get(&url).send().await.map(|_| ()).map_err(|_| down())
+    let down = || ImageError::RegistryDown {
+        where_: format!("answers at {registry}"),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|_| down())?;
+    client
+        .get(&url)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|_| down())
 }
 
 /// Decoded ECR credentials.
@@ -558,18 +702,35 @@ pub struct EcrAuth {
 
 /// Splits an ECR authorization token: base64 of `user:password`.
 pub fn decode_ecr_token(token: &str) -> anyhow::Result<(String, String)> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(token.trim()).context("ECR token is not base64")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .context("ECR token is not base64")?;
     let text = String::from_utf8(raw).context("ECR token is not UTF-8")?;
-    let (user, password) = text.split_once(':').context("ECR token is not `user:password`")?;
-    anyhow::ensure!(!user.is_empty() && !password.is_empty(), "ECR token has an empty user or password");
+    let (user, password) = text
+        .split_once(':')
+        .context("ECR token is not `user:password`")?;
+    anyhow::ensure!(
+        !user.is_empty() && !password.is_empty(),
+        "ECR token has an empty user or password"
+    );
     Ok((user.to_string(), password.to_string()))
 }
 
 /// `GetAuthorizationToken`, decoded.
 pub async fn ecr_auth(ecr: &aws_sdk_ecr::Client) -> anyhow::Result<EcrAuth> {
-    let out = ecr.get_authorization_token().send().await.context("ECR GetAuthorizationToken")?;
-    let data = out.authorization_data().first().context("ECR returned no authorization data")?;
-    let (username, password) = decode_ecr_token(data.authorization_token().context("ECR returned no token")?)?;
+    let out = ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .context("ECR GetAuthorizationToken")?;
+    let data = out
+        .authorization_data()
+        .first()
+        .context("ECR returned no authorization data")?;
+    let (username, password) = decode_ecr_token(
+        data.authorization_token()
+            .context("ECR returned no token")?,
+    )?;
     Ok(EcrAuth {
         username,
         password,
@@ -580,35 +741,70 @@ pub async fn ecr_auth(ecr: &aws_sdk_ecr::Client) -> anyhow::Result<EcrAuth> {
 
 /// The registry host and repository path of an ECR repository, from its URI, so that account
 /// and region are never spelled out here.
-pub async fn ecr_registry(ecr: &aws_sdk_ecr::Client, repository: &str, env: &str) -> anyhow::Result<(String, String)> {
-    let described = ecr.describe_repositories().repository_names(repository).send().await;
+pub async fn ecr_registry(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+    env: &str,
+) -> anyhow::Result<(String, String)> {
+    let described = ecr
+        .describe_repositories()
+        .repository_names(repository)
+        .send()
+        .await;
     let described = match described {
         Ok(out) => out,
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_not_found_exception()) => {
-            let region = ecr.config().region().map(|r| r.to_string()).unwrap_or_else(|| "the configured region".into());
-            return Err(ImageError::RepositoryMissing { repository: repository.into(), region, env: env.into() }.into());
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            let region = ecr
+                .config()
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "the configured region".into());
+            return Err(ImageError::RepositoryMissing {
+                repository: repository.into(),
+                region,
+                env: env.into(),
+            }
+            .into());
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("ECR DescribeRepositories {repository}"))),
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("ECR DescribeRepositories {repository}"))
+            );
+        }
     };
     let uri = described
         .repositories()
         .first()
         .and_then(|r| r.repository_uri())
         .with_context(|| format!("ECR returned no URI for repository {repository}"))?;
-    let (registry, repo) = uri.split_once('/').with_context(|| format!("ECR repository URI {uri} has no `/`"))?;
+    let (registry, repo) = uri
+        .split_once('/')
+        .with_context(|| format!("ECR repository URI {uri} has no `/`"))?;
     Ok((registry.to_string(), repo.to_string()))
 }
 
 /// The ECR repository's registry and push credentials; an expired token is refused here rather
 /// than halfway through a push.
-pub async fn ecr_target(sdk: &aws_config::SdkConfig, repository: &str, env: &str) -> anyhow::Result<RegistryTarget> {
+pub async fn ecr_target(
+    sdk: &aws_config::SdkConfig,
+    repository: &str,
+    env: &str,
+) -> anyhow::Result<RegistryTarget> {
     let ecr = aws_sdk_ecr::Client::new(sdk);
     let (registry, repo) = ecr_registry(&ecr, repository, env).await?;
     let auth = ecr_auth(&ecr).await?;
     if let Some(expires) = auth.expires_at {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
         if expires <= now {
-            return Err(ImageError::TokenExpired { detail: format!("from GetAuthorizationToken expired at Unix time {expires}") }.into());
+            return Err(ImageError::TokenExpired {
+                detail: format!("from GetAuthorizationToken expired at Unix time {expires}"),
+            }
+            .into());
         }
     }
     Ok(RegistryTarget {
@@ -631,11 +827,23 @@ pub async fn push_image(ctx: &Ctx, image: &BuiltImage) -> anyhow::Result<PushedI
 }
 
 /// Pushes to a given registry, retrying transient failures with backoff.
-pub async fn push_to(ctx: &Ctx, target: &RegistryTarget, image: &BuiltImage) -> anyhow::Result<PushedImage> {
+pub async fn push_to(
+    ctx: &Ctx,
+    target: &RegistryTarget,
+    image: &BuiltImage,
+) -> anyhow::Result<PushedImage> {
     let docker = docker().await?;
     let remote = target.remote();
     docker
-        .tag_image(&image.id, Some(TagImageOptionsBuilder::new().repo(&remote).tag(&image.tag).build()))
+        .tag_image(
+            &image.id,
+            Some(
+                TagImageOptionsBuilder::new()
+                    .repo(&remote)
+                    .tag(&image.tag)
+                    .build(),
+            ),
+        )
         .await
         .with_context(|| format!("tag {} as {remote}:{}", image.id, image.tag))?;
     let reference = format!("{remote}:{}", image.tag);
@@ -647,8 +855,12 @@ pub async fn push_to(ctx: &Ctx, target: &RegistryTarget, image: &BuiltImage) -> 
             Ok(digest) => break digest,
             Err(message) => match classify_push_error(&message, target) {
                 PushFailure::Transient if attempt < 4 => {
-                    progress.set_message(format!("pushing {reference} (retry {attempt} after: {message})"));
-                    ctx.note(format!("push attempt {attempt} failed, retrying in {delay:?}: {message}"));
+                    progress.set_message(format!(
+                        "pushing {reference} (retry {attempt} after: {message})"
+                    ));
+                    ctx.note(format!(
+                        "push attempt {attempt} failed, retrying in {delay:?}: {message}"
+                    ));
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                     attempt += 1;
@@ -731,10 +943,14 @@ enum PushFailure {
 fn classify_push_error(message: &str, target: &RegistryTarget) -> PushFailure {
     let m = message.to_ascii_lowercase();
     if m.contains("expired") {
-        return PushFailure::Known(ImageError::TokenExpired { detail: format!("was refused by the registry: {message}") });
+        return PushFailure::Known(ImageError::TokenExpired {
+            detail: format!("was refused by the registry: {message}"),
+        });
     }
     if target.local && (m.contains("connection refused") || m.contains("no such host")) {
-        return PushFailure::Known(ImageError::RegistryDown { where_: format!("answers at {}", target.registry) });
+        return PushFailure::Known(ImageError::RegistryDown {
+            where_: format!("answers at {}", target.registry),
+        });
     }
     const PERMANENT: [&str; 9] = [
         "denied",
@@ -747,23 +963,39 @@ fn classify_push_error(message: &str, target: &RegistryTarget) -> PushFailure {
         "immutable",
         "invalid",
     ];
-    if PERMANENT.iter().any(|p| m.contains(p)) { PushFailure::Permanent } else { PushFailure::Transient }
+    if PERMANENT.iter().any(|p| m.contains(p)) {
+        PushFailure::Permanent
+    } else {
+        PushFailure::Transient
+    }
 }
 
 /// The digest the registry holds for `tag`, or `None` when it has no such tag.
 pub async fn remote_digest(target: &RegistryTarget, tag: &str) -> anyhow::Result<Option<String>> {
     let scheme = if target.local { "http" } else { "https" };
-    let url = format!("{scheme}://{}/v2/{}/manifests/{tag}", target.registry, target.repository);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let mut req = client.head(&url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT);
+    let url = format!(
+        "{scheme}://{}/v2/{}/manifests/{tag}",
+        target.registry, target.repository
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut req = client
+        .head(&url)
+        .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT);
     if let Some(creds) = &target.credentials {
-        req = req.basic_auth(creds.username.clone().unwrap_or_default(), creds.password.clone());
+        req = req.basic_auth(
+            creds.username.clone().unwrap_or_default(),
+            creds.password.clone(),
+        );
     }
     let resp = req.send().await.with_context(|| format!("HEAD {url}"))?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
-    let resp = resp.error_for_status().with_context(|| format!("HEAD {url}"))?;
+    let resp = resp
+        .error_for_status()
+        .with_context(|| format!("HEAD {url}"))?;
     let digest = resp
         .headers()
         .get("Docker-Content-Digest")
@@ -803,7 +1035,11 @@ mod tests {
 
     fn contents() -> ImageContents {
         let labels = BTreeMap::from([(LABEL_MODEL_VERSION.to_string(), "abc".to_string())]);
-        ImageContents { bootstrap: b"\x7fELF".to_vec(), ca_bundle: b"-----BEGIN CERTIFICATE-----".to_vec(), labels }
+        ImageContents {
+            bootstrap: b"\x7fELF".to_vec(),
+            ca_bundle: b"-----BEGIN CERTIFICATE-----".to_vec(),
+            labels,
+        }
     }
 
     #[test]
@@ -824,8 +1060,14 @@ mod tests {
         for entry in archive.entries().unwrap() {
             let entry = entry.unwrap();
             let h = entry.header();
-            assert_eq!((h.mtime().unwrap(), h.uid().unwrap(), h.gid().unwrap()), (0, 0, 0));
-            paths.push((entry.path().unwrap().display().to_string(), h.mode().unwrap()));
+            assert_eq!(
+                (h.mtime().unwrap(), h.uid().unwrap(), h.gid().unwrap()),
+                (0, 0, 0)
+            );
+            paths.push((
+                entry.path().unwrap().display().to_string(),
+                h.mode().unwrap(),
+            ));
         }
         assert_eq!(
             paths,
@@ -842,16 +1084,31 @@ mod tests {
     #[test]
     fn tag_is_commit_and_model_with_suffixes() {
         let commit = "0123456789abcdef0123";
-        assert_eq!(immutable_tag(commit, "5f3a", false, None), "0123456789ab-5f3a");
-        assert_eq!(immutable_tag(commit, "5f3a", true, None), "0123456789ab-5f3a-debug");
-        assert_eq!(immutable_tag(commit, "5f3a", false, Some("sha256:deadbeef99")), "0123456789ab-5f3a-dirty-deadbeef");
-        assert_eq!(immutable_tag(commit, "v1/x y", false, None), "0123456789ab-v1_x_y");
+        assert_eq!(
+            immutable_tag(commit, "5f3a", false, None),
+            "0123456789ab-5f3a"
+        );
+        assert_eq!(
+            immutable_tag(commit, "5f3a", true, None),
+            "0123456789ab-5f3a-debug"
+        );
+        assert_eq!(
+            immutable_tag(commit, "5f3a", false, Some("sha256:deadbeef99")),
+            "0123456789ab-5f3a-dirty-deadbeef"
+        );
+        assert_eq!(
+            immutable_tag(commit, "v1/x y", false, None),
+            "0123456789ab-v1_x_y"
+        );
     }
 
     #[test]
     fn push_digest_is_read_from_the_last_status_line() {
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(parse_push_digest(&format!("abc-unknown: digest: {d} size: 528")), Some(d));
+        assert_eq!(
+            parse_push_digest(&format!("abc-unknown: digest: {d} size: 528")),
+            Some(d)
+        );
         assert_eq!(parse_push_digest("Pushed"), None);
         assert_eq!(parse_push_digest("x: digest: md5:12 size: 1"), None);
     }
@@ -859,7 +1116,10 @@ mod tests {
     #[test]
     fn ecr_token_splits_at_the_first_colon() {
         let token = base64::engine::general_purpose::STANDARD.encode("AWS:pass:word");
-        assert_eq!(decode_ecr_token(&token).unwrap(), ("AWS".to_string(), "pass:word".to_string()));
+        assert_eq!(
+            decode_ecr_token(&token).unwrap(),
+            ("AWS".to_string(), "pass:word".to_string())
+        );
         assert!(decode_ecr_token("not base64!").is_err());
         let no_colon = base64::engine::general_purpose::STANDARD.encode("AWS");
         assert!(decode_ecr_token(&no_colon).is_err());
@@ -867,17 +1127,43 @@ mod tests {
 
     #[test]
     fn push_errors_are_sorted_into_retry_or_not() {
-        let local = RegistryTarget { registry: "127.0.0.1:1".into(), repository: "r".into(), credentials: None, local: true };
-        let ecr = RegistryTarget { local: false, ..local.clone() };
-        assert!(matches!(classify_push_error("net/http: TLS handshake timeout", &ecr), PushFailure::Transient));
-        assert!(matches!(classify_push_error("received unexpected HTTP status: 503 Service Unavailable", &ecr), PushFailure::Transient));
+        let local = RegistryTarget {
+            registry: "127.0.0.1:1".into(),
+            repository: "r".into(),
+            credentials: None,
+            local: true,
+        };
+        let ecr = RegistryTarget {
+            local: false,
+            ..local.clone()
+        };
         assert!(matches!(
-            classify_push_error("denied: Your authorization token has expired. Reauthenticate and try again.", &ecr),
+            classify_push_error("net/http: TLS handshake timeout", &ecr),
+            PushFailure::Transient
+        ));
+        assert!(matches!(
+            classify_push_error(
+                "received unexpected HTTP status: 503 Service Unavailable",
+                &ecr
+            ),
+            PushFailure::Transient
+        ));
+        assert!(matches!(
+            classify_push_error(
+                "denied: Your authorization token has expired. Reauthenticate and try again.",
+                &ecr
+            ),
             PushFailure::Known(ImageError::TokenExpired { .. })
         ));
-        assert!(matches!(classify_push_error("tag invalid: The image tag 'x' already exists", &ecr), PushFailure::Permanent));
         assert!(matches!(
-            classify_push_error("Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused", &local),
+            classify_push_error("tag invalid: The image tag 'x' already exists", &ecr),
+            PushFailure::Permanent
+        ));
+        assert!(matches!(
+            classify_push_error(
+                "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused",
+                &local
+            ),
             PushFailure::Known(ImageError::RegistryDown { .. })
         ));
     }

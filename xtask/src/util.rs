@@ -40,6 +40,14 @@ pub fn git_dirty(root: &Path) -> bool {
 
 /// The `origin` remote's URL, when the repository has one.
 pub fn git_origin(root: &Path) -> Option<String> {
-    let out = Command::new("git").arg("-C").arg(root).args(["remote", "get-url", "origin"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["remote", "get-url", "origin"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
 }

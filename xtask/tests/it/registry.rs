@@ -52,7 +52,11 @@ pub fn start() -> Registry {
     )
     .unwrap();
     let mut cmd = Command::new(registry_bin());
-    cmd.arg("serve").arg(&config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg("serve")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // The registry dies with the test process even when a test panics before the handle drops.
     #[cfg(target_os = "linux")]
     unsafe {
@@ -68,8 +72,15 @@ pub fn start() -> Registry {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("docker-registry exited with {status} before answering");
         }
-        assert!(Instant::now() < deadline, "docker-registry did not answer on port {port} within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not answer on port {port} within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Registry { addr: format!("127.0.0.1:{port}"), child, _storage: storage }
+    Registry {
+        addr: format!("127.0.0.1:{port}"),
+        child,
+        _storage: storage,
+    }
 }
