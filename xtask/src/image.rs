@@ -161,6 +161,8 @@ pub struct BuiltImage {
     pub builder: Builder,
     /// True when the engine already had this exact image and nothing was loaded.
     pub reused: bool,
+    /// Seconds spent on the image after cargo finished: reading, hashing, loading, tagging.
+    pub image_seconds: f64,
 }
 
 impl fmt::Display for BuiltImage {
@@ -168,10 +170,11 @@ impl fmt::Display for BuiltImage {
         let reused = if self.reused { ", unchanged" } else { "" };
         writeln!(
             f,
-            "image {} ({:.1} MB, {} bootstrap{reused})",
+            "image {} ({:.1} MB, {} bootstrap{reused}, {:.2} s after cargo)",
             self.id,
             self.size as f64 / 1e6,
-            self.profile
+            self.profile,
+            self.image_seconds
         )?;
         writeln!(
             f,
@@ -266,6 +269,8 @@ pub async fn build_image(ctx: &Ctx, opts: &ImageOptions) -> anyhow::Result<Built
     let root = ctx.root.clone();
     let release = !opts.debug;
     let binary = tokio::task::spawn_blocking(move || build::build_lambda(&root, release)).await??;
+    // Timed from here: what the image adds on top of cargo's own (no-op) build.
+    let started = std::time::Instant::now();
     let bootstrap =
         std::fs::read(&binary.path).with_context(|| format!("read {}", binary.path.display()))?;
     let ca_bundle = std::fs::read(CA_BUNDLE).map_err(|_| ImageError::NoCaBundle {
@@ -342,6 +347,7 @@ pub async fn build_image(ctx: &Ctx, opts: &ImageOptions) -> anyhow::Result<Built
         labels,
         builder: opts.builder,
         reused,
+        image_seconds: started.elapsed().as_secs_f64(),
     })
 }
 

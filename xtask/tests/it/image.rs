@@ -197,6 +197,15 @@ async fn same_inputs_give_the_same_image_id_even_without_a_cache() {
     let second = image::build_image(&ctx, &opts).await.unwrap();
     assert_eq!(second.id, first.id);
     assert!(second.reused, "an unchanged rebuild loads nothing");
+    eprintln!(
+        "image time after cargo: first build {:.2} s, unchanged rebuild {:.2} s",
+        first.image_seconds, second.image_seconds
+    );
+    assert!(
+        second.image_seconds < 5.0,
+        "an unchanged rebuild took {:.2} s beyond cargo, the target is under 5 s",
+        second.image_seconds
+    );
 
     // With the image and every tag gone, nothing is cached: the ID must still come out the same.
     remove(&docker, &first.id).await;
