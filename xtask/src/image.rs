@@ -677,20 +677,13 @@ pub async fn registry_target(ctx: &Ctx) -> anyhow::Result<RegistryTarget> {
 
 /// Fails with [`ImageError::RegistryDown`] unless a registry answers on `/v2/`.
 async fn check_local_registry(registry: &str) -> Result<(), ImageError> {
-    let url = format!("http://{registry}/v2/");
-    let down = || ImageError::RegistryDown {
-        where_: format!("answers at {registry}"),
-    };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|_| down())?;
-    client
-        .get(&url)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|_| down())
+    if crate::registry::healthy(registry).await {
+        Ok(())
+    } else {
+        Err(ImageError::RegistryDown {
+            where_: format!("answers at {registry}"),
+        })
+    }
 }
 
 /// Decoded ECR credentials.

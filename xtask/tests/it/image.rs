@@ -286,7 +286,7 @@ async fn manifest(registry: &str, repository: &str, reference: &str) -> (String,
 
 #[tokio::test]
 async fn push_to_a_local_registry_gives_the_digest_the_registry_serves() {
-    let reg = registry::start();
+    let reg = registry::start().await;
     let cache = tempfile::tempdir().unwrap();
     let ctx = test_ctx(cache.path(), Some(&reg.addr));
     let docker = docker().await;
