@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod data;
 pub mod deploy;
 pub mod esm;
+pub mod image;
 pub mod invoke;
 pub mod local;
 pub mod predict;

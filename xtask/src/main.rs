@@ -30,6 +30,8 @@ enum Cmd {
     Ci(ci::CiArgs),
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
+    /// Build the Lambda container image, or push it to the environment's registry.
+    Image(image::ImageArgs),
     /// Local AWS emulator: `local up|down|status|reset|poll`.
     Local(local::LocalArgs),
     /// Invoke the function once, locally (Runtime API emulator) or with --remote on AWS.
@@ -62,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench(args) => args.run(&ctx).await,
         Cmd::Ci(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
+        Cmd::Image(args) => args.run(&ctx).await,
         Cmd::Local(args) => args.run(&ctx).await,
         Cmd::Invoke(args) => args.run(&ctx).await,
         Cmd::Deploy(args) => args.run(&ctx).await,

@@ -35,3 +35,29 @@ pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "{shown} failed with {status}");
     Ok(())
 }
+
+/// True when the working tree has uncommitted changes (untracked files included), so that
+/// artifacts built from it are not mistaken for the commit's.
+pub fn git_dirty(root: &Path) -> bool {
+    Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["status", "--porcelain", "--untracked-files=normal"])
+        .output()
+        .map(|out| out.status.success() && !out.stdout.is_empty())
+        .unwrap_or(false)
+}
+
+/// The `origin` remote's URL, when the repository has one.
+pub fn git_origin(root: &Path) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["remote", "get-url", "origin"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}

@@ -1,11 +1,14 @@
-//! xtask's integration tests: one binary, real moto (tests/support/moto.rs), real Docker, real processes.
+//! xtask's integration tests: one binary, real moto (tests/support/moto.rs), real Docker, a real
+//! registry, real processes.
 
 #[path = "../../../tests/support/moto.rs"]
 mod moto;
 
 mod deploy;
 mod esm;
+mod image;
 mod local;
+mod registry;
 mod runtime_api;
 mod stacks;
 mod support;
