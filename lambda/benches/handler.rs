@@ -19,8 +19,10 @@ mod runtime_api;
 #[path = "../tests/common/synthetic.rs"]
 mod synthetic;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,35 @@ use lambda::output::prediction_entry;
 use model::artifact::{Artifact, CategoricalBlock, NumericCoef, TrainingMetadata};
 use model::{Categorical, FeatureSpec, Model, Numeric, Ride};
 use serde::Deserialize;
+
+/// Counts heap allocations, to show what the per-ride path allocates.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f`.
+fn allocations(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    f();
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
 
 const PAIRS: usize = 20_000;
 const BATCH: usize = 500;
@@ -123,6 +154,16 @@ fn throughput(model: &Model) {
             sum += model.predict(r);
         }
         black_box(sum);
+    });
+    let decode_predict = allocations(|| {
+        black_box(predict_records(model, &event.records));
+    });
+    let with_output = allocations(|| {
+        for outcome in predict_records(model, &event.records) {
+            if let Outcome::Predicted(p) = outcome {
+                black_box(prediction_entry(model.version(), p));
+            }
+        }
     });
     let per_sec = |d: Duration| BATCH as f64 / d.as_secs_f64();
     let per_rec = |d: Duration| d.as_nanos() as f64 / BATCH as f64;

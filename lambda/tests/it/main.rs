@@ -16,6 +16,7 @@ mod tiny_model;
 mod aws;
 mod bootstrap;
 mod delivery;
+mod footprint;
 mod loading;
 
 use std::collections::HashMap;
