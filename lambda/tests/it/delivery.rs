@@ -2,26 +2,29 @@
 
 use std::collections::BTreeMap;
 
-use lambda::Response;
 use lambda::handler::KinesisResponse;
+use lambda::{Handler, Response};
 use serde_json::{Value, json};
 
 use crate::tiny_model::{self, expected};
 use crate::{aws, fixture, handler, model_in_s3, sequence_numbers};
 
 /// Indices and kinds of the bad records in `kinesis_mixed.json`.
-const BAD: [(usize, &str); 10] = [
-    (2, "bad_base64"),
-    (3, "not_json"),
-    (4, "invalid_field"),
-    (5, "invalid_field"),
-    (6, "out_of_range"),
-    (7, "out_of_range"),
-    (8, "out_of_range"),
-    (9, "out_of_range"),
-    (11, "invalid_field"),
-    (12, "not_json"),
-];
+fn bad() -> Vec<(usize, String)> {
+    crate::expected_rejections()
+}
+
+/// Cold start of a function serving the tiny model from moto S3 and writing to these destinations.
+async fn deployed(predictions_stream: &str, dead_letter: &str) -> Handler {
+    let (bucket, run) = model_in_s3().await;
+    handler(&[
+        ("MODEL_BUCKET", &bucket),
+        ("RUN_ID", &run),
+        ("PREDICTIONS_STREAM_NAME", predictions_stream),
+        ("DEAD_LETTER", dead_letter),
+    ])
+    .await
+}
 
 fn failures(r: Response) -> Vec<String> {
     match r {
@@ -92,16 +95,9 @@ fn assert_dead_letter(letter: &Value, input: &Value, kind: &str) {
 
 #[tokio::test]
 async fn each_record_lands_once_on_the_output_or_the_dead_letter_stream() {
-    let (bucket, run) = model_in_s3().await;
     let (out, dlq) = (aws::stream("out", 2).await, aws::stream("dlq", 1).await);
     let dead = format!("kinesis:{dlq}");
-    let h = handler(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", &run),
-        ("PREDICTIONS_STREAM_NAME", &out),
-        ("DEAD_LETTER", &dead),
-    ])
-    .await;
+    let h = deployed(&out, &dead).await;
     let event = fixture("kinesis_mixed.json");
 
     assert_eq!(
@@ -123,10 +119,10 @@ async fn each_record_lands_once_on_the_output_or_the_dead_letter_stream() {
         .collect();
     assert_eq!(
         letters.len(),
-        BAD.len(),
+        bad().len(),
         "one dead letter per bad record: {letters:?}"
     );
-    for (i, kind) in BAD {
+    for (i, kind) in bad() {
         let input = &records[i];
         let (key, letter) = &letters[input["kinesis"]["sequenceNumber"].as_str().unwrap()];
         assert_eq!(
@@ -134,30 +130,23 @@ async fn each_record_lands_once_on_the_output_or_the_dead_letter_stream() {
             input["kinesis"]["partitionKey"].as_str().unwrap(),
             "the input's partition key is kept"
         );
-        assert_dead_letter(letter, input, kind);
+        assert_dead_letter(letter, input, &kind);
     }
 }
 
 #[tokio::test]
 async fn s3_dead_letters_are_one_object_per_record_and_redelivery_overwrites() {
-    let (bucket, run) = model_in_s3().await;
     let out = aws::stream("out", 1).await;
     let dead_bucket = aws::bucket("dead").await;
     let dead = format!("s3://{dead_bucket}/dead/letters/");
-    let h = handler(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", &run),
-        ("PREDICTIONS_STREAM_NAME", &out),
-        ("DEAD_LETTER", &dead),
-    ])
-    .await;
+    let h = deployed(&out, &dead).await;
     let event = fixture("kinesis_mixed.json");
     let seqs = sequence_numbers(&event);
 
     assert!(failures(h.handle(event.clone()).await.unwrap()).is_empty());
     assert_predictions(&out).await;
     let objects = aws::read_prefix(&dead_bucket, "dead/letters/").await;
-    let mut expected_keys: Vec<String> = BAD
+    let mut expected_keys: Vec<String> = bad()
         .iter()
         .map(|(i, _)| {
             format!(
@@ -171,12 +160,12 @@ async fn s3_dead_letters_are_one_object_per_record_and_redelivery_overwrites() {
         objects.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         expected_keys
     );
-    for (i, kind) in BAD {
+    for (i, kind) in bad() {
         let (_, letter) = objects
             .iter()
             .find(|(k, _)| k.ends_with(&format!("/{}.json", seqs[i])))
             .unwrap();
-        assert_dead_letter(letter, &event["Records"][i], kind);
+        assert_dead_letter(letter, &event["Records"][i], &kind);
     }
 
     // Lambda redelivers a batch after a partial failure: S3 dead letters are overwritten, not
@@ -184,24 +173,17 @@ async fn s3_dead_letters_are_one_object_per_record_and_redelivery_overwrites() {
     assert!(failures(h.handle(event).await.unwrap()).is_empty());
     assert_eq!(
         aws::read_prefix(&dead_bucket, "dead/").await.len(),
-        BAD.len()
+        bad().len()
     );
     assert_eq!(aws::read_stream(&out).await.len(), 6);
 }
 
 #[tokio::test]
 async fn unwritable_output_hands_the_good_records_back_to_lambda() {
-    let (bucket, run) = model_in_s3().await;
     let dlq = aws::stream("dlq", 1).await;
     let dead = format!("kinesis:{dlq}");
     let missing = crate::moto::unique("no-such-stream");
-    let h = handler(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", &run),
-        ("PREDICTIONS_STREAM_NAME", &missing),
-        ("DEAD_LETTER", &dead),
-    ])
-    .await;
+    let h = deployed(&missing, &dead).await;
     let event = fixture("kinesis_mixed.json");
     let seqs = sequence_numbers(&event);
 
@@ -213,23 +195,16 @@ async fn unwritable_output_hands_the_good_records_back_to_lambda() {
     );
     assert_eq!(
         aws::read_stream(&dlq).await.len(),
-        BAD.len(),
+        bad().len(),
         "bad records are still dead-lettered"
     );
 }
 
 #[tokio::test]
 async fn unwritable_dead_letters_are_handed_back_to_lambda() {
-    let (bucket, run) = model_in_s3().await;
     let out = aws::stream("out", 1).await;
     let dead = format!("s3://{}/x", crate::moto::unique("no-such-bucket"));
-    let h = handler(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", &run),
-        ("PREDICTIONS_STREAM_NAME", &out),
-        ("DEAD_LETTER", &dead),
-    ])
-    .await;
+    let h = deployed(&out, &dead).await;
     let event = fixture("kinesis_mixed.json");
     let seqs = sequence_numbers(&event);
 
@@ -237,7 +212,8 @@ async fn unwritable_dead_letters_are_handed_back_to_lambda() {
 
     assert_eq!(
         retried,
-        BAD.iter()
+        bad()
+            .iter()
             .map(|(i, _)| seqs[*i].clone())
             .collect::<Vec<_>>()
     );
@@ -246,16 +222,9 @@ async fn unwritable_dead_letters_are_handed_back_to_lambda() {
 
 #[tokio::test]
 async fn a_large_batch_is_split_into_put_records_calls_and_fully_written() {
-    let (bucket, run) = model_in_s3().await;
     let (out, dlq) = (aws::stream("out", 4).await, aws::stream("dlq", 1).await);
     let dead = format!("kinesis:{dlq}");
-    let h = handler(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", &run),
-        ("PREDICTIONS_STREAM_NAME", &out),
-        ("DEAD_LETTER", &dead),
-    ])
-    .await;
+    let h = deployed(&out, &dead).await;
     let n = 1234;
     let event = crate::synthetic::kinesis_event(n);
 

@@ -9,16 +9,20 @@ async fn init(vars: &[(&str, &str)]) -> Result<lambda::Handler, Error> {
     lambda::init(&config(vars)?, &aws::sdk().await).await
 }
 
-#[tokio::test]
-async fn model_loads_from_s3_by_bucket_and_run_id_or_by_location() {
-    let (bucket, run) = model_in_s3().await;
-    let h = init(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", &run),
+/// Cold start in test-run mode, with the model of training run `run` in `bucket`.
+async fn test_run(bucket: &str, run: &str) -> Result<lambda::Handler, Error> {
+    init(&[
+        ("MODEL_BUCKET", bucket),
+        ("RUN_ID", run),
         ("TEST_RUN", "true"),
     ])
     .await
-    .unwrap();
+}
+
+#[tokio::test]
+async fn model_loads_from_s3_by_bucket_and_run_id_or_by_location() {
+    let (bucket, run) = model_in_s3().await;
+    let h = test_run(&bucket, &run).await.unwrap();
     assert_eq!(h.model().version(), tiny_model::artifact().version);
     let location = format!("s3://{bucket}/models/{run}/");
     let h = init(&[("MODEL_LOCATION", &location), ("TEST_RUN", "true")])
@@ -42,13 +46,7 @@ async fn model_loads_from_a_file() {
 #[tokio::test]
 async fn missing_objects_are_clear_init_errors() {
     let (bucket, _) = model_in_s3().await;
-    let err = init(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", "no-such-run"),
-        ("TEST_RUN", "true"),
-    ])
-    .await
-    .unwrap_err();
+    let err = test_run(&bucket, "no-such-run").await.unwrap_err();
     assert!(matches!(err, Error::ModelNotFound { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -90,13 +88,7 @@ async fn corrupt_or_foreign_artifacts_are_refused() {
     )
     .await;
 
-    let err = init(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", "corrupt"),
-        ("TEST_RUN", "true"),
-    ])
-    .await
-    .unwrap_err();
+    let err = test_run(&bucket, "corrupt").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -108,13 +100,7 @@ async fn corrupt_or_foreign_artifacts_are_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("corrupted"), "{err}");
-    let err = init(&[
-        ("MODEL_BUCKET", &bucket),
-        ("RUN_ID", "parquet"),
-        ("TEST_RUN", "true"),
-    ])
-    .await
-    .unwrap_err();
+    let err = test_run(&bucket, "parquet").await.unwrap_err();
     assert!(
         matches!(
             err,

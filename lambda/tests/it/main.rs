@@ -47,6 +47,11 @@ pub fn sequence_numbers(event: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The (index, kind) of each bad record of `kinesis_mixed.json`, from its `.expected.json`.
+pub fn expected_rejections() -> Vec<(usize, String)> {
+    serde_json::from_value(fixture("kinesis_mixed.expected.json")["rejected"].clone()).unwrap()
+}
+
 /// A configuration read from these variables only.
 pub fn config(vars: &[(&str, &str)]) -> Result<Config, lambda::Error> {
     let map: HashMap<String, String> = vars
