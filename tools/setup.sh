@@ -21,3 +21,8 @@ venv() { # name requirements-file
 }
 
 venv moto tools/requirements-moto.txt
+
+# The Python baseline for side-by-side benchmarks, when ../shared is beside the clone.
+if [ -f ../shared/reference/requirements.txt ]; then
+  venv reference ../shared/reference/requirements.txt
+fi
