@@ -61,7 +61,7 @@ impl std::fmt::Display for CiReport {
 
 /// The steps, in order, as cargo argument lists.
 pub fn steps(no_e2e: bool) -> Vec<(&'static str, Vec<&'static str>)> {
-    let steps = vec![
+    let mut steps = vec![
         ("fmt", vec!["fmt", "--all", "--check"]),
         (
             "clippy",
@@ -79,7 +79,9 @@ pub fn steps(no_e2e: bool) -> Vec<(&'static str, Vec<&'static str>)> {
             vec!["nextest", "run", "--workspace", "--no-fail-fast"],
         ),
     ];
-    let _ = no_e2e; // The end-to-end step joins once `cargo xtask e2e` exists.
+    if !no_e2e {
+        steps.push(("e2e", vec!["xtask", "e2e"]));
+    }
     steps
 }
 

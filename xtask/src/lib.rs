@@ -9,6 +9,7 @@ pub mod ctx;
 pub mod daemon;
 pub mod data;
 pub mod deploy;
+pub mod e2e;
 pub mod esm;
 pub mod image;
 pub mod invoke;

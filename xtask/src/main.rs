@@ -28,6 +28,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Run exactly what CI runs: fmt, clippy, tests, end-to-end.
     Ci(ci::CiArgs),
+    /// The whole pipeline end to end: emulator, data, train, image, deploy, events, checks, teardown.
+    E2e(e2e::E2eArgs),
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
     /// Build the Lambda container image, or push it to the environment's registry.
@@ -63,6 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Predict(args) => args.run(&ctx).await,
         Cmd::Bench(args) => args.run(&ctx).await,
         Cmd::Ci(args) => args.run(&ctx).await,
+        Cmd::E2e(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
         Cmd::Image(args) => args.run(&ctx).await,
         Cmd::Local(args) => args.run(&ctx).await,
