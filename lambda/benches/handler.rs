@@ -180,6 +180,9 @@ fn throughput(model: &Model) {
         per_rec(records)
     );
     println!(
+        "  heap allocations per {BATCH}-record batch: decode + validate + predict {decode_predict}, with output serialisation {with_output}"
+    );
+    println!(
         "  Model::predict alone:                                    {:>9.0} predictions/s ({:.1} ns/ride)",
         per_sec(predict),
         per_rec(predict)
