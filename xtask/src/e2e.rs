@@ -427,7 +427,7 @@ pub async fn read_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> any
         while let Some(it) = iterator {
             let page = kinesis.get_records().shard_iterator(it).limit(10_000).send().await?;
             for r in page.records() {
-                out.push((r.partition_key().to_string(), r.data().as_ref().to_vec()));
+                out.push((r.partition_key().unwrap_or_default().to_string(), r.data().as_ref().to_vec()));
             }
             if page.records().is_empty() || page.millis_behind_latest() == Some(0) && page.records().len() < 10_000 {
                 break;
