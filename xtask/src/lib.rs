@@ -4,4 +4,5 @@
 pub mod build;
 pub mod config;
 pub mod ctx;
+pub mod monitor;
 pub mod util;
