@@ -21,6 +21,8 @@ struct Cli {
 enum Cmd {
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
+    /// Drift between a reference and a current period: report, PostgreSQL metrics, alerts (exit 3).
+    Monitor(monitor::MonitorArgs),
 }
 
 #[tokio::main]
@@ -29,6 +31,10 @@ async fn main() -> std::process::ExitCode {
     util::init_tracing();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<monitor::AlertFired>() => {
+            eprintln!("alert: {e}");
+            std::process::ExitCode::from(monitor::ALERT_EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -40,5 +46,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx::new(&cli.global)?;
     match cli.cmd {
         Cmd::Build(args) => args.run(&ctx).await,
+        Cmd::Monitor(args) => args.run(&ctx).await,
     }
 }
