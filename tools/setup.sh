@@ -21,3 +21,6 @@ venv() { # name requirements-file
 }
 
 venv moto tools/requirements-moto.txt
+
+# PostgreSQL for the monitoring metrics (xtask monitor tests, Grafana); see tools/postgres.sh.
+bash tools/postgres.sh
