@@ -22,5 +22,10 @@ venv() { # name requirements-file
 
 venv moto tools/requirements-moto.txt
 
+# The Python baseline for side-by-side benchmarks, when ../shared is beside the clone.
+if [ -f ../shared/reference/requirements.txt ]; then
+  venv reference ../shared/reference/requirements.txt
+fi
+
 # PostgreSQL for the monitoring metrics (xtask monitor tests, Grafana); see tools/postgres.sh.
 bash tools/postgres.sh

@@ -1,8 +1,14 @@
 //! The library behind `cargo xtask`: one module per command, plus the shared context.
 //! It is a library so that integration tests can drive the same code the CLI runs.
 
+pub mod bench;
 pub mod build;
+pub mod ci;
 pub mod config;
 pub mod ctx;
+pub mod data;
 pub mod monitor;
+pub mod predict;
+pub mod tidy;
+pub mod train;
 pub mod util;

@@ -1,7 +1,6 @@
 //! `cargo xtask`: the one entry point for data, training, images, stacks, local emulation,
 //! end-to-end runs and monitoring. `main` parses and dispatches; each command lives in its own file.
 
-
 use clap::{Parser, Subcommand};
 
 use xtask::ctx::{Ctx, GlobalArgs};
@@ -19,6 +18,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Prepare data: `data synth` writes synthetic trip records.
+    Data(data::DataArgs),
+    /// Train the model on trip-record Parquet files.
+    Train(train::TrainArgs),
+    /// Predict one ride with a model artifact.
+    Predict(predict::PredictArgs),
+    /// Benchmarks side by side with the Python baseline.
+    Bench(bench::BenchArgs),
+    /// Run exactly what CI runs: fmt, clippy, tests, end-to-end.
+    Ci(ci::CiArgs),
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
     /// Drift between a reference and a current period: report, PostgreSQL metrics, alerts (exit 3).
@@ -45,6 +54,11 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx::new(&cli.global)?;
     match cli.cmd {
+        Cmd::Data(args) => args.run(&ctx).await,
+        Cmd::Train(args) => args.run(&ctx).await,
+        Cmd::Predict(args) => args.run(&ctx).await,
+        Cmd::Bench(args) => args.run(&ctx).await,
+        Cmd::Ci(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
         Cmd::Monitor(args) => args.run(&ctx).await,
     }
