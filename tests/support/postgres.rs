@@ -16,7 +16,10 @@ pub const DEFAULT_URL: &str = "postgres://taxi:taxi@127.0.0.1:5432/taxi_test";
 
 /// The test database's URL.
 pub fn url() -> String {
-    std::env::var("TAXI_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_URL.to_string())
+    std::env::var("TAXI_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| DEFAULT_URL.to_string())
 }
 
 async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -52,6 +55,13 @@ pub async fn client() -> (tokio_postgres::Client, String) {
 /// A name no other test (or earlier run) uses, for rows a test owns: `<prefix>-<pid>-<n>-<nanos>`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

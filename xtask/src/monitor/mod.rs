@@ -146,12 +146,20 @@ impl Trips {
 /// Reads a TLC trip-record Parquet file, and predicts each trip's duration when a model is given.
 pub fn read_trips(path: &Path, model: Option<&model::Model>) -> anyhow::Result<Trips> {
     if !path.is_file() {
-        bail!("{} does not exist or is not a file: pass a TLC trip-record Parquet file", path.display());
+        bail!(
+            "{} does not exist or is not a file: pass a TLC trip-record Parquet file",
+            path.display()
+        );
     }
-    let p = path.to_str().with_context(|| format!("{} is not valid UTF-8", path.display()))?;
+    let p = path
+        .to_str()
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))?;
     let lf = LazyFrame::scan_parquet(PlRefPath::new(p), ScanArgsParquet::default())
         .with_context(|| format!("open {} as Parquet", path.display()))?;
-    let schema = lf.clone().collect_schema().with_context(|| format!("read the schema of {}", path.display()))?;
+    let schema = lf
+        .clone()
+        .collect_schema()
+        .with_context(|| format!("read the schema of {}", path.display()))?;
     let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
     let prefix = ["lpep", "tpep"]
         .into_iter()
@@ -182,7 +190,11 @@ pub fn read_trips(path: &Path, model: Option<&model::Model>) -> anyhow::Result<T
         );
     }
     // Timestamps may be stored in ns, us or ms, and ids as integers or doubles.
-    let micros = |name: &str| col(name).cast(DataType::Datetime(TimeUnit::Microseconds, None)).cast(DataType::Int64);
+    let micros = |name: &str| {
+        col(name)
+            .cast(DataType::Datetime(TimeUnit::Microseconds, None))
+            .cast(DataType::Int64)
+    };
     let float = |name: &str| col(name).cast(DataType::Float64);
     let df = lf
         .select([
@@ -196,9 +208,16 @@ pub fn read_trips(path: &Path, model: Option<&model::Model>) -> anyhow::Result<T
         ])
         .collect()
         .with_context(|| format!("read {}", path.display()))?;
-    let ints = |name: &str| -> anyhow::Result<Vec<Option<i64>>> { Ok(df.column(name)?.i64()?.iter().collect()) };
+    let ints = |name: &str| -> anyhow::Result<Vec<Option<i64>>> {
+        Ok(df.column(name)?.i64()?.iter().collect())
+    };
     let floats = |name: &str| -> anyhow::Result<Vec<f64>> {
-        Ok(df.column(name)?.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        Ok(df
+            .column(name)?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
     };
     let pickup = ints("pickup")?;
     let dropoff = ints("dropoff")?;
@@ -219,22 +238,44 @@ pub fn read_trips(path: &Path, model: Option<&model::Model>) -> anyhow::Result<T
         floats("DOLocationID")?,
     ];
     if let Some(model) = model {
-        values.push(predict_all(model, &pickup, &values[4], &values[5], &values[0]));
+        values.push(predict_all(
+            model, &pickup, &values[4], &values[5], &values[0],
+        ));
     }
-    Ok(Trips { path: path.to_path_buf(), pickup_us: pickup, values })
+    Ok(Trips {
+        path: path.to_path_buf(),
+        pickup_us: pickup,
+        values,
+    })
 }
 
 /// The model's prediction for each trip; NaN when an input is missing or not a zone id.
-fn predict_all(model: &model::Model, pickup: &[Option<i64>], pu: &[f64], dol: &[f64], distance: &[f64]) -> Vec<f64> {
-    let zone = |z: f64| (z.is_finite() && z >= 0.0 && z.fract() == 0.0 && z <= f64::from(u32::MAX)).then_some(z as u32);
+fn predict_all(
+    model: &model::Model,
+    pickup: &[Option<i64>],
+    pu: &[f64],
+    dol: &[f64],
+    distance: &[f64],
+) -> Vec<f64> {
+    let zone = |z: f64| {
+        (z.is_finite() && z >= 0.0 && z.fract() == 0.0 && z <= f64::from(u32::MAX))
+            .then_some(z as u32)
+    };
     (0..pu.len())
         .map(|i| {
-            let (Some(pu), Some(dol)) = (zone(pu[i]), zone(dol[i])) else { return f64::NAN };
+            let (Some(pu), Some(dol)) = (zone(pu[i]), zone(dol[i])) else {
+                return f64::NAN;
+            };
             if !distance[i].is_finite() {
                 return f64::NAN;
             }
             let pickup_hour = pickup[i].map(|t| t.div_euclid(MICROS_PER_HOUR).rem_euclid(24) as u8);
-            model.predict(&model::Ride { pu_location_id: pu, do_location_id: dol, trip_distance: distance[i], pickup_hour })
+            model.predict(&model::Ride {
+                pu_location_id: pu,
+                do_location_id: dol,
+                trip_distance: distance[i],
+                pickup_hour,
+            })
         })
         .collect()
 }
@@ -412,7 +453,9 @@ pub fn parse_time(s: &str) -> anyhow::Result<i64> {
         ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"]
             .iter()
             .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
-            .with_context(|| format!("`{s}` is not a time: write YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"))?
+            .with_context(|| {
+                format!("`{s}` is not a time: write YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS")
+            })?
     };
     Ok(dt.and_utc().timestamp_micros())
 }
@@ -428,18 +471,34 @@ impl Reference {
     fn new(trips: &Trips) -> Self {
         let finite: Vec<Vec<f64>> = trips.values.iter().map(|v| stats::finite(v)).collect();
         let rows = trips.len();
-        let missing = trips.values.iter().map(|v| share(v.iter().filter(|x| x.is_nan()).count(), rows)).collect();
+        let missing = trips
+            .values
+            .iter()
+            .map(|v| share(v.iter().filter(|x| x.is_nan()).count(), rows))
+            .collect();
         let means = finite.iter().map(|v| mean(v)).collect();
-        Self { finite, missing, means }
+        Self {
+            finite,
+            missing,
+            means,
+        }
     }
 }
 
 fn share(part: usize, whole: usize) -> f64 {
-    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() { f64::NAN } else { stats::pairwise_sum(v) / v.len() as f64 }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        stats::pairwise_sum(v) / v.len() as f64
+    }
 }
 
 /// Computes one window's metrics over the current rows `idx`.
@@ -458,8 +517,16 @@ fn evaluate(
         let window: Vec<f64> = idx.iter().map(|&i| values[i]).collect();
         let missing = window.iter().filter(|v| v.is_nan()).count();
         let cur = stats::finite(&window);
-        let (name, kind) = if c < n_features { COLUMNS[c] } else { (PREDICTION, ColumnKind::Numerical) };
-        let threshold = if c < n_features { None } else { thresholds.prediction_threshold };
+        let (name, kind) = if c < n_features {
+            COLUMNS[c]
+        } else {
+            (PREDICTION, ColumnKind::Numerical)
+        };
+        let threshold = if c < n_features {
+            None
+        } else {
+            thresholds.prediction_threshold
+        };
         let drift = (!cur.is_empty() && !reference.finite[c].is_empty())
             .then(|| stats::column_drift(kind, &reference.finite[c], &cur, threshold));
         let m = ColumnMetrics {
@@ -532,11 +599,14 @@ impl MonitorArgs {
     /// Reads both files and computes every metric; writes nothing.
     pub fn analyze(&self, env: &str) -> anyhow::Result<Analysis> {
         anyhow::ensure!(
-            (0.0..=1.0).contains(&self.drift_share) && (0.0..=1.0).contains(&self.max_missing_share),
+            (0.0..=1.0).contains(&self.drift_share)
+                && (0.0..=1.0).contains(&self.max_missing_share),
             "--drift-share and --max-missing-share are shares: give values between 0 and 1"
         );
         let model = match &self.model {
-            Some(p) => Some(model::Model::load(p).with_context(|| format!("load model {}", p.display()))?),
+            Some(p) => {
+                Some(model::Model::load(p).with_context(|| format!("load model {}", p.display()))?)
+            }
             None => None,
         };
         let reference = read_trips(&self.reference, model.as_ref())?;
@@ -556,12 +626,20 @@ impl MonitorArgs {
             anyhow::ensure!(f < t, "--from must be before --to");
         }
         let in_range = |t: i64| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e);
-        let kept: Vec<usize> = (0..current.len()).filter(|&i| current.pickup_us[i].is_some_and(in_range)).collect();
+        let kept: Vec<usize> = (0..current.len())
+            .filter(|&i| current.pickup_us[i].is_some_and(in_range))
+            .collect();
         if kept.is_empty() {
             bail!("no current trips were picked up in the chosen time range: widen --from/--to");
         }
-        let times: Vec<i64> = kept.iter().map(|&i| current.pickup_us[i].expect("kept rows have a time")).collect();
-        let (tmin, tmax) = (*times.iter().min().expect("non-empty"), *times.iter().max().expect("non-empty"));
+        let times: Vec<i64> = kept
+            .iter()
+            .map(|&i| current.pickup_us[i].expect("kept rows have a time"))
+            .collect();
+        let (tmin, tmax) = (
+            *times.iter().min().expect("non-empty"),
+            *times.iter().max().expect("non-empty"),
+        );
         let start = from.unwrap_or(tmin.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY);
         let end = to.unwrap_or((tmax.div_euclid(MICROS_PER_DAY) + 1) * MICROS_PER_DAY);
         let thresholds = self.thresholds();
@@ -578,9 +656,18 @@ impl MonitorArgs {
             }
             for (wstart, idx) in groups {
                 if idx.len() < self.min_window_rows {
-                    skipped_windows.push(SkippedWindow { start: rfc3339(wstart), rows: idx.len() });
+                    skipped_windows.push(SkippedWindow {
+                        start: rfc3339(wstart),
+                        rows: idx.len(),
+                    });
                 } else {
-                    windows.push(evaluate(&refs, &current, &idx, (w.name(), wstart, wstart + len), &thresholds));
+                    windows.push(evaluate(
+                        &refs,
+                        &current,
+                        &idx,
+                        (w.name(), wstart, wstart + len),
+                        &thresholds,
+                    ));
                 }
             }
         }
@@ -589,15 +676,30 @@ impl MonitorArgs {
             .iter()
             .enumerate()
             .map(|(c, _)| {
-                let (name, kind) = if c < COLUMNS.len() { COLUMNS[c] } else { (PREDICTION, ColumnKind::Numerical) };
-                let cur = stats::finite(&kept.iter().map(|&i| current.values[c][i]).collect::<Vec<_>>());
+                let (name, kind) = if c < COLUMNS.len() {
+                    COLUMNS[c]
+                } else {
+                    (PREDICTION, ColumnKind::Numerical)
+                };
+                let cur = stats::finite(
+                    &kept
+                        .iter()
+                        .map(|&i| current.values[c][i])
+                        .collect::<Vec<_>>(),
+                );
                 (name.to_string(), kind, refs.finite[c].clone(), cur)
             })
             .collect();
         let mut summary = Summary {
             env: env.to_string(),
-            reference: DataInfo { path: self.reference.display().to_string(), rows: reference.len() },
-            current: DataInfo { path: self.current.display().to_string(), rows: current.len() },
+            reference: DataInfo {
+                path: self.reference.display().to_string(),
+                rows: reference.len(),
+            },
+            current: DataInfo {
+                path: self.current.display().to_string(),
+                rows: current.len(),
+            },
             current_rows_excluded: current.len() - kept.len(),
             model_version: model.as_ref().map(|m| m.version().to_string()),
             thresholds,
@@ -617,7 +719,10 @@ impl MonitorArgs {
     /// and fail with [`AlertFired`] when an alert fired.
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let spinner = ctx.spinner("reading trips and computing drift");
-        let Analysis { mut summary, samples } = self.analyze(&ctx.env.name)?;
+        let Analysis {
+            mut summary,
+            samples,
+        } = self.analyze(&ctx.env.name)?;
         spinner.finish_and_clear();
         if let Some(dir) = &self.report {
             summary.report = Some(dir.display().to_string());
@@ -625,7 +730,10 @@ impl MonitorArgs {
         }
         if let Some(url) = self.database_url.as_deref().filter(|u| !u.is_empty()) {
             if ctx.dry_run {
-                ctx.note(format!("dry run: would write {} window(s) to PostgreSQL", summary.judged().len()));
+                ctx.note(format!(
+                    "dry run: would write {} window(s) to PostgreSQL",
+                    summary.judged().len()
+                ));
             } else {
                 let n = store::write(url, &summary).await?;
                 summary.database_windows_written = Some(n);
@@ -642,27 +750,43 @@ impl MonitorArgs {
 
 /// `Err(AlertFired)` when the summary says an alert fired.
 pub fn alert_result(summary: &Summary) -> anyhow::Result<()> {
-    let fired: Vec<&'static str> =
-        summary.judged().iter().flat_map(|w| w.alerts.iter().map(|a| a.name())).collect();
+    let fired: Vec<&'static str> = summary
+        .judged()
+        .iter()
+        .flat_map(|w| w.alerts.iter().map(|a| a.name()))
+        .collect();
     if fired.is_empty() {
         return Ok(());
     }
     let mut kinds: Vec<&str> = fired.clone();
     kinds.sort_unstable();
     kinds.dedup();
-    Err(AlertFired { count: fired.len(), kinds: kinds.join(", ") }.into())
+    Err(AlertFired {
+        count: fired.len(),
+        kinds: kinds.join(", "),
+    }
+    .into())
 }
 
 fn fmt_score(d: &Option<Drift>) -> String {
     match d {
-        Some(d) => format!("{:<13} {:>10.4e} {}", d.test.name(), d.score, if d.drifted { "DRIFT" } else { "ok" }),
+        Some(d) => format!(
+            "{:<13} {:>10.4e} {}",
+            d.test.name(),
+            d.score,
+            if d.drifted { "DRIFT" } else { "ok" }
+        ),
         None => "not tested (no values)".into(),
     }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "reference {} ({} trips)", self.reference.path, self.reference.rows)?;
+        writeln!(
+            f,
+            "reference {} ({} trips)",
+            self.reference.path, self.reference.rows
+        )?;
         writeln!(
             f,
             "current   {} ({} trips, {} outside the time range or without pickup time)",
@@ -672,10 +796,24 @@ impl fmt::Display for Summary {
             writeln!(f, "model     {v}")?;
         }
         let o = &self.overall;
-        writeln!(f, "\nwhole period {} .. {} ({} trips)", o.start, o.end, o.rows)?;
-        writeln!(f, "  {:<16} {:<13} {:>10} {:<6} {:>8}", "column", "test", "score", "", "missing")?;
+        writeln!(
+            f,
+            "\nwhole period {} .. {} ({} trips)",
+            o.start, o.end, o.rows
+        )?;
+        writeln!(
+            f,
+            "  {:<16} {:<13} {:>10} {:<6} {:>8}",
+            "column", "test", "score", "", "missing"
+        )?;
         for c in o.columns.iter().chain(&o.prediction) {
-            writeln!(f, "  {:<16} {} {:>7.2}%", c.column, fmt_score(&c.drift), 100.0 * c.missing_share)?;
+            writeln!(
+                f,
+                "  {:<16} {} {:>7.2}%",
+                c.column,
+                fmt_score(&c.drift),
+                100.0 * c.missing_share
+            )?;
         }
         writeln!(
             f,
@@ -687,9 +825,18 @@ impl fmt::Display for Summary {
             100.0 * o.missing_share
         )?;
         if !self.windows.is_empty() {
-            writeln!(f, "\n{:<22} {:>7} {:>8} {:>8} {:>14}  alerts", "window", "trips", "drifted", "missing", "prediction")?;
+            writeln!(
+                f,
+                "\n{:<22} {:>7} {:>8} {:>8} {:>14}  alerts",
+                "window", "trips", "drifted", "missing", "prediction"
+            )?;
             for w in &self.windows {
-                let pred = w.prediction.as_ref().and_then(|p| p.drift).map(|d| format!("{:.4e}", d.score)).unwrap_or("-".into());
+                let pred = w
+                    .prediction
+                    .as_ref()
+                    .and_then(|p| p.drift)
+                    .map(|d| format!("{:.4e}", d.score))
+                    .unwrap_or("-".into());
                 let alerts: Vec<&str> = w.alerts.iter().map(|a| a.name()).collect();
                 writeln!(
                     f,
@@ -705,7 +852,11 @@ impl fmt::Display for Summary {
             }
         }
         if !self.skipped_windows.is_empty() {
-            writeln!(f, "skipped {} window(s) with too few trips", self.skipped_windows.len())?;
+            writeln!(
+                f,
+                "skipped {} window(s) with too few trips",
+                self.skipped_windows.len()
+            )?;
         }
         if let Some(r) = &self.report {
             writeln!(f, "report: {r}/report.html")?;
@@ -713,7 +864,15 @@ impl fmt::Display for Summary {
         if let Some(n) = self.database_windows_written {
             writeln!(f, "PostgreSQL: {n} window(s) written")?;
         }
-        write!(f, "alert: {}", if self.alert { "YES (exit code 3)" } else { "no" })
+        write!(
+            f,
+            "alert: {}",
+            if self.alert {
+                "YES (exit code 3)"
+            } else {
+                "no"
+            }
+        )
     }
 }
 
@@ -725,7 +884,10 @@ mod tests {
     fn parses_dates_and_times() {
         assert_eq!(parse_time("1970-01-02").unwrap(), MICROS_PER_DAY);
         assert_eq!(parse_time("1970-01-01T01:00:00").unwrap(), MICROS_PER_HOUR);
-        assert_eq!(parse_time("1970-01-01T01:30").unwrap(), MICROS_PER_HOUR * 3 / 2);
+        assert_eq!(
+            parse_time("1970-01-01T01:30").unwrap(),
+            MICROS_PER_HOUR * 3 / 2
+        );
         assert!(parse_time("yesterday").is_err());
         assert_eq!(rfc3339(MICROS_PER_DAY), "1970-01-02T00:00:00Z");
     }

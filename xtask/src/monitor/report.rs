@@ -27,22 +27,32 @@ const TOP: f64 = 12.0;
 const BOTTOM: f64 = 34.0;
 
 /// Writes `report.html` and `summary.json` into `dir`.
-pub fn write(dir: &Path, summary: &Summary, samples: &[(String, ColumnKind, Vec<f64>, Vec<f64>)]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create report folder {}", dir.display()))?;
+pub fn write(
+    dir: &Path,
+    summary: &Summary,
+    samples: &[(String, ColumnKind, Vec<f64>, Vec<f64>)],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create report folder {}", dir.display()))?;
     let path = dir.join(REPORT_FILE);
-    std::fs::write(&path, render(summary, samples)).with_context(|| format!("write {}", path.display()))?;
+    std::fs::write(&path, render(summary, samples))
+        .with_context(|| format!("write {}", path.display()))?;
     write_summary(dir, summary)
 }
 
 /// Writes `summary.json` into `dir`.
 pub fn write_summary(dir: &Path, summary: &Summary) -> anyhow::Result<()> {
     let path = dir.join(SUMMARY_FILE);
-    std::fs::write(&path, serde_json::to_vec_pretty(summary)?).with_context(|| format!("write {}", path.display()))
+    std::fs::write(&path, serde_json::to_vec_pretty(summary)?)
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// Escapes text for HTML and SVG.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn pct(x: f64) -> String {
@@ -74,14 +84,26 @@ pub fn render(summary: &Summary, samples: &[(String, ColumnKind, Vec<f64>, Vec<f
         h,
         "<p class=\"{}\">{}</p>",
         if summary.alert { "alert" } else { "fine" },
-        if summary.alert { "An alert fired (exit code 3)." } else { "No alert fired." }
+        if summary.alert {
+            "An alert fired (exit code 3)."
+        } else {
+            "No alert fired."
+        }
     );
     let _ = writeln!(h, "<table class=\"meta\">");
     let row = |h: &mut String, k: &str, v: String| {
         let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), v);
     };
     row(&mut h, "environment", esc(&summary.env));
-    row(&mut h, "reference", format!("{} ({} trips)", esc(&summary.reference.path), summary.reference.rows));
+    row(
+        &mut h,
+        "reference",
+        format!(
+            "{} ({} trips)",
+            esc(&summary.reference.path),
+            summary.reference.rows
+        ),
+    );
     row(
         &mut h,
         "current",
@@ -92,7 +114,11 @@ pub fn render(summary: &Summary, samples: &[(String, ColumnKind, Vec<f64>, Vec<f
             summary.current_rows_excluded
         ),
     );
-    row(&mut h, "period", format!("{} .. {} ({} trips)", esc(&o.start), esc(&o.end), o.rows));
+    row(
+        &mut h,
+        "period",
+        format!("{} .. {} ({} trips)", esc(&o.start), esc(&o.end), o.rows),
+    );
     if let Some(v) = &summary.model_version {
         row(&mut h, "model", esc(v));
     }
@@ -104,7 +130,8 @@ pub fn render(summary: &Summary, samples: &[(String, ColumnKind, Vec<f64>, Vec<f
             "dataset drift at ≥ {} of columns drifted; missing values alert above {}; prediction: {}",
             pct(t.drift_share),
             pct(t.max_missing_share),
-            t.prediction_threshold.map_or("the test's default".to_string(), num)
+            t.prediction_threshold
+                .map_or("the test's default".to_string(), num)
         ),
     );
     let _ = writeln!(h, "</table>");
@@ -115,7 +142,11 @@ pub fn render(summary: &Summary, samples: &[(String, ColumnKind, Vec<f64>, Vec<f
         o.columns_drifted,
         o.columns_tested,
         pct(o.share_drifted_columns),
-        if o.dataset_drift { "detected" } else { "not detected" },
+        if o.dataset_drift {
+            "detected"
+        } else {
+            "not detected"
+        },
         pct(o.missing_share)
     );
     column_table(&mut h, o);
@@ -124,23 +155,44 @@ pub fn render(summary: &Summary, samples: &[(String, ColumnKind, Vec<f64>, Vec<f
         window_table(&mut h, summary);
     }
 
-    let _ = writeln!(h, "<h2>Distributions</h2>\n<p class=\"legend\"><span style=\"background:{REF_COLOR}\"></span>reference <span style=\"background:{CUR_COLOR}\"></span>current (shares of each side's values)</p>");
+    let _ = writeln!(
+        h,
+        "<h2>Distributions</h2>\n<p class=\"legend\"><span style=\"background:{REF_COLOR}\"></span>reference <span style=\"background:{CUR_COLOR}\"></span>current (shares of each side's values)</p>"
+    );
     for (name, kind, reference, current) in samples {
-        let metrics = o.columns.iter().chain(&o.prediction).find(|c| &c.column == name);
+        let metrics = o
+            .columns
+            .iter()
+            .chain(&o.prediction)
+            .find(|c| &c.column == name);
         let verdict = metrics
             .and_then(|m| m.drift)
-            .map(|d| format!("{}: {} (threshold {}) — {}", d.test.display_name(), num(d.score), num(d.threshold), if d.drifted { "drift" } else { "no drift" }))
+            .map(|d| {
+                format!(
+                    "{}: {} (threshold {}) — {}",
+                    d.test.display_name(),
+                    num(d.score),
+                    num(d.threshold),
+                    if d.drifted { "drift" } else { "no drift" }
+                )
+            })
             .unwrap_or_else(|| "not tested".into());
         let _ = writeln!(h, "<section><h3>{}</h3><p>{}</p>", esc(name), esc(&verdict));
         let svg = match kind {
-            ColumnKind::Numerical if super::stats::n_unique(reference, current) > super::stats::FEW_VALUES_MAX => {
+            ColumnKind::Numerical
+                if super::stats::n_unique(reference, current) > super::stats::FEW_VALUES_MAX =>
+            {
                 histogram_svg(name, reference, current)
             }
             _ => bars_svg(name, reference, current),
         };
         let _ = writeln!(h, "{svg}</section>");
     }
-    let _ = writeln!(h, "<footer>cargo xtask monitor · tests as Evidently's defaults · {} samples</footer></body></html>", samples.len());
+    let _ = writeln!(
+        h,
+        "<footer>cargo xtask monitor · tests as Evidently's defaults · {} samples</footer></body></html>",
+        samples.len()
+    );
     h
 }
 
@@ -161,7 +213,12 @@ fn column_row(h: &mut String, c: &ColumnMetrics) {
         ColumnKind::Categorical => "categorical",
     };
     let (test, score, threshold, drift) = match c.drift {
-        Some(d) => (d.test.display_name().to_string(), num(d.score), num(d.threshold), if d.drifted { "DRIFT" } else { "no" }),
+        Some(d) => (
+            d.test.display_name().to_string(),
+            num(d.score),
+            num(d.threshold),
+            if d.drifted { "DRIFT" } else { "no" },
+        ),
         None => ("not tested".into(), "–".into(), "–".into(), "–"),
     };
     let _ = writeln!(
@@ -183,7 +240,11 @@ fn window_table(h: &mut String, s: &Summary) {
         "<h2>Windows</h2>\n<table><tr><th>start</th><th>end</th><th>trips</th><th>drifted columns</th><th>dataset drift</th><th>missing</th><th>prediction score</th><th>alerts</th></tr>"
     );
     for w in &s.windows {
-        let pred = w.prediction.as_ref().and_then(|p| p.drift).map_or("–".to_string(), |d| num(d.score));
+        let pred = w
+            .prediction
+            .as_ref()
+            .and_then(|p| p.drift)
+            .map_or("–".to_string(), |d| num(d.score));
         let alerts: Vec<&str> = w.alerts.iter().map(|a| a.name()).collect();
         let _ = writeln!(
             h,
@@ -202,7 +263,11 @@ fn window_table(h: &mut String, s: &Summary) {
     }
     let _ = writeln!(h, "</table>");
     if !s.skipped_windows.is_empty() {
-        let list: Vec<String> = s.skipped_windows.iter().map(|w| format!("{} ({} trips)", esc(&w.start), w.rows)).collect();
+        let list: Vec<String> = s
+            .skipped_windows
+            .iter()
+            .map(|w| format!("{} ({} trips)", esc(&w.start), w.rows))
+            .collect();
         let _ = writeln!(h, "<p>Skipped, too few trips: {}</p>", list.join(", "));
     }
 }
@@ -256,8 +321,17 @@ fn histogram_svg(name: &str, reference: &[f64], current: &[f64]) -> String {
             );
         }
     }
-    for (x, label) in [(LEFT, num(lo)), (LEFT + pw / 2.0, num((lo + hi) / 2.0)), (LEFT + pw, num(hi))] {
-        let _ = write!(s, "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", H - 18.0, esc(&label));
+    for (x, label) in [
+        (LEFT, num(lo)),
+        (LEFT + pw / 2.0, num((lo + hi) / 2.0)),
+        (LEFT + pw, num(hi)),
+    ] {
+        let _ = write!(
+            s,
+            "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            H - 18.0,
+            esc(&label)
+        );
     }
     let _ = write!(
         s,
@@ -290,7 +364,11 @@ fn bars_svg(name: &str, reference: &[f64], current: &[f64]) -> String {
     top.sort_by(|a, b| b.1.0.max(b.1.1).total_cmp(&a.1.0.max(a.1.1)));
     top.truncate(TOP_CATEGORIES);
     top.sort_by_key(|(k, _)| *k);
-    let ymax = top.iter().map(|(_, (r, c))| r.max(*c)).fold(0.0, f64::max).max(1e-12);
+    let ymax = top
+        .iter()
+        .map(|(_, (r, c))| r.max(*c))
+        .fold(0.0, f64::max)
+        .max(1e-12);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let slot = pw / top.len() as f64;
     let mut s = svg_open(name, ymax);
@@ -307,11 +385,31 @@ fn bars_svg(name: &str, reference: &[f64], current: &[f64]) -> String {
                 bh
             );
         }
-        let label = if k % 1000 == 0 { (k / 1000).to_string() } else { format!("{}", *k as f64 / 1000.0) };
-        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", x0 + slot / 2.0, H - 18.0, esc(&label));
+        let label = if k % 1000 == 0 {
+            (k / 1000).to_string()
+        } else {
+            format!("{}", *k as f64 / 1000.0)
+        };
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            x0 + slot / 2.0,
+            H - 18.0,
+            esc(&label)
+        );
     }
-    let note = if total > top.len() { format!("the {} most frequent of {} values", top.len(), total) } else { format!("{total} values") };
-    let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text></svg>", W - RIGHT, H - 3.0, esc(&note));
+    let note = if total > top.len() {
+        format!("the {} most frequent of {} values", top.len(), total)
+    } else {
+        format!("{total} values")
+    };
+    let _ = write!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text></svg>",
+        W - RIGHT,
+        H - 3.0,
+        esc(&note)
+    );
     s
 }
 
@@ -355,7 +453,10 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(esc("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
     }
 
     #[test]

@@ -88,12 +88,24 @@ impl StatTest {
 
     /// Whether a score means drift at a threshold.
     pub fn drifted(self, score: f64, threshold: f64) -> bool {
-        if self.is_p_value() { score < threshold } else { score >= threshold }
+        if self.is_p_value() {
+            score < threshold
+        } else {
+            score >= threshold
+        }
     }
 
     /// Parses Evidently's name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Ks, Self::ChiSquare, Self::Z, Self::Wasserstein, Self::JensenShannon].into_iter().find(|t| t.name() == s)
+        [
+            Self::Ks,
+            Self::ChiSquare,
+            Self::Z,
+            Self::Wasserstein,
+            Self::JensenShannon,
+        ]
+        .into_iter()
+        .find(|t| t.name() == s)
     }
 }
 
@@ -144,7 +156,12 @@ pub fn default_test(kind: ColumnKind, reference: &[f64], current: &[f64]) -> Sta
 
 /// Tests one column. Missing values must already be dropped (see [`finite`]); both samples must
 /// be non-empty. `threshold` overrides the test's default.
-pub fn column_drift(kind: ColumnKind, reference: &[f64], current: &[f64], threshold: Option<f64>) -> Drift {
+pub fn column_drift(
+    kind: ColumnKind,
+    reference: &[f64],
+    current: &[f64],
+    threshold: Option<f64>,
+) -> Drift {
     let test = default_test(kind, reference, current);
     let score = match test {
         StatTest::Ks => ks_2samp(reference, current).p_value,
@@ -154,7 +171,12 @@ pub fn column_drift(kind: ColumnKind, reference: &[f64], current: &[f64], thresh
         StatTest::JensenShannon => jensenshannon_test(reference, current),
     };
     let threshold = threshold.unwrap_or_else(|| test.default_threshold());
-    Drift { test, score, threshold, drifted: test.drifted(score, threshold) }
+    Drift {
+        test,
+        score,
+        threshold,
+        drifted: test.drifted(score, threshold),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -193,7 +215,9 @@ fn value_counts(values: &[f64]) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
     for v in values {
         // Keys are ordered bit patterns, so -0.0 and 0.0 would differ: fold them as pandas does.
-        *counts.entry(ordered_bits(if *v == 0.0 { 0.0 } else { *v })).or_insert(0) += 1;
+        *counts
+            .entry(ordered_bits(if *v == 0.0 { 0.0 } else { *v }))
+            .or_insert(0) += 1;
     }
     counts
 }
@@ -211,7 +235,10 @@ fn joint_counts(reference: &[f64], current: &[f64]) -> (Vec<f64>, Vec<f64>) {
     keys.sort_unstable();
     keys.dedup();
     let get = |m: &BTreeMap<u64, usize>, k: &u64| m.get(k).copied().unwrap_or(0) as f64;
-    (keys.iter().map(|k| get(&r, k)).collect(), keys.iter().map(|k| get(&c, k)).collect())
+    (
+        keys.iter().map(|k| get(&r, k)).collect(),
+        keys.iter().map(|k| get(&c, k)).collect(),
+    )
 }
 
 fn sorted(values: &[f64]) -> Vec<f64> {
@@ -255,16 +282,26 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> KsResult {
     let g = gcd(n1 as u64, n2 as u64);
     if n1.max(n2) <= MAX_AUTO_N {
         if let Some((d_exact, p)) = ks_2samp_exact(n1 as u64, n2 as u64, g, d) {
-            return KsResult { statistic: d_exact, p_value: p.clamp(0.0, 1.0) };
+            return KsResult {
+                statistic: d_exact,
+                p_value: p.clamp(0.0, 1.0),
+            };
         }
         // scipy falls back to the asymptotic distribution, with the rounded statistic.
         let lcm = (n1 as u64 / g) * n2 as u64;
         d = round_half_even(d * lcm as f64) / lcm as f64;
     }
-    let (m, n) = if n1 >= n2 { (n1 as f64, n2 as f64) } else { (n2 as f64, n1 as f64) };
+    let (m, n) = if n1 >= n2 {
+        (n1 as f64, n2 as f64)
+    } else {
+        (n2 as f64, n1 as f64)
+    };
     let en = m * n / (m + n);
     let p = kstwo_sf(round_half_even(en) as u64, d);
-    KsResult { statistic: d, p_value: p.clamp(0.0, 1.0) }
+    KsResult {
+        statistic: d,
+        p_value: p.clamp(0.0, 1.0),
+    }
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -288,7 +325,11 @@ fn ks_2samp_exact(n1: u64, n2: u64, g: u64, d: f64) -> Option<(f64, f64)> {
     if h == 0 {
         return Some((d, 1.0));
     }
-    let p = if n1 == n2 { prob_outside_square(n1, h) } else { outer_prob_inside_method(n1, n2, g, h) };
+    let p = if n1 == n2 {
+        prob_outside_square(n1, h)
+    } else {
+        outer_prob_inside_method(n1, n2, g, h)
+    };
     (p.is_finite() && (0.0..=1.0).contains(&p)).then_some((d, p))
 }
 
@@ -311,7 +352,11 @@ fn prob_outside_square(n: u64, h: u64) -> f64 {
 /// scipy `_compute_outer_prob_inside_method` (Hodges' inside method, Viehmann's recursion for
 /// 1 - p): the share of lattice paths that leave the band |x/m - y/n| < h / lcm(m, n).
 fn outer_prob_inside_method(m: u64, n: u64, g: u64, h: u64) -> f64 {
-    let (m, n) = if m < n { (n as i64, m as i64) } else { (m as i64, n as i64) };
+    let (m, n) = if m < n {
+        (n as i64, m as i64)
+    } else {
+        (m as i64, n as i64)
+    };
     let (g, h) = (g as i64, h as i64);
     let (mg, ng) = (m / g, n / g);
     let mut minj: i64 = 0;
@@ -369,7 +414,9 @@ pub fn kstwo_sf(n: u64, x: f64) -> f64 {
             return 1.0;
         }
         let prob = if n <= 140 {
-            (1..=n).map(|i| i as f64 * (1.0 / nf) * (2.0 * t - 1.0)).product::<f64>()
+            (1..=n)
+                .map(|i| i as f64 * (1.0 / nf) * (2.0 * t - 1.0))
+                .product::<f64>()
         } else {
             (log_nfactorial_div_n_pow_n(nf) + nf * (2.0 * t - 1.0).ln()).exp()
         };
@@ -407,6 +454,8 @@ pub fn kstwo_sf(n: u64, x: f64) -> f64 {
     clip(1.0 - cdf)
 }
 
+// The digits as scipy writes them, so that the two can be compared by eye.
+#[allow(clippy::excessive_precision)]
 const STIRLING_COEFFS: [f64; 8] = [
     -2.955065359477124183e-2,
     6.4102564102564102564e-3,
@@ -421,7 +470,9 @@ const STIRLING_COEFFS: [f64; 8] = [
 /// log(n! / n^n) by Stirling's series.
 fn log_nfactorial_div_n_pow_n(n: f64) -> f64 {
     let rn = 1.0 / n;
-    let poly = STIRLING_COEFFS.iter().fold(0.0, |acc, c| acc * (rn / n) + c);
+    let poly = STIRLING_COEFFS
+        .iter()
+        .fold(0.0, |acc, c| acc * (rn / n) + c);
     n.ln() / 2.0 - n + (2.0 * std::f64::consts::PI).ln() / 2.0 + rn * poly
 }
 
@@ -478,7 +529,9 @@ fn kolmogn_dmtw(n: u64, d: f64) -> f64 {
         }
         out
     };
-    let mut hpwr: Vec<f64> = (0..m * m).map(|i| if i / m == i % m { 1.0 } else { 0.0 }).collect();
+    let mut hpwr: Vec<f64> = (0..m * m)
+        .map(|i| if i / m == i % m { 1.0 } else { 0.0 })
+        .collect();
     let mut nn = n;
     let (mut expnt, mut hexpnt): (i32, i32) = (0, 0);
     while nn > 0 {
@@ -552,7 +605,8 @@ fn kolmogn_pomeranz(n: u64, x: f64) -> f64 {
     twogpower[0] = 1.0;
     onem2gpower[0] = 1.0;
     let nf = n as f64;
-    let (g_over_n, two_g_over_n, one_minus_two_g_over_n) = (g / nf, 2.0 * g / nf, (1.0 - 2.0 * g) / nf);
+    let (g_over_n, two_g_over_n, one_minus_two_g_over_n) =
+        (g / nf, 2.0 * g / nf, (1.0 - 2.0 * g) / nf);
     for m in 1..npwrs {
         gpower[m] = gpower[m - 1] * g_over_n / m as f64;
         twogpower[m] = twogpower[m - 1] * two_g_over_n / m as f64;
@@ -589,8 +643,8 @@ fn kolmogn_pomeranz(n: u64, x: f64) -> f64 {
             let conv = convolve(a, b);
             let conv_start = (j1 - k1) as usize;
             let conv_len = (nj2 - j1 + 1).max(0) as usize;
-            for idx in 0..conv_len {
-                v1[idx] = conv.get(conv_start + idx).copied().unwrap_or(0.0);
+            for (idx, v) in v1.iter_mut().take(conv_len).enumerate() {
+                *v = conv.get(conv_start + idx).copied().unwrap_or(0.0);
             }
             let vmax = v1.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             if 0.0 < vmax && vmax < EM128 {
@@ -662,7 +716,12 @@ fn kolmogn_pelz_good(n: u64, x: f64) -> f64 {
         let m = (2 * kk - 1) as f64;
         let (m2, m4, m6) = (m * m, m.powi(4), m.powi(6));
         let qpower = q.powf((8 * kk) as f64);
-        let coeffs = [1.0, k1a + k1b * m2, k2a + k2b * m2 + k2c * m4, k3a + k3b * m2 + k3c * m4 + k3d * m6];
+        let coeffs = [
+            1.0,
+            k1a + k1b * m2,
+            k2a + k2b * m2 + k2c * m4,
+            k3a + k3b * m2 + k3c * m4 + k3d * m6,
+        ];
         for (acc, c) in k.iter_mut().zip(coeffs) {
             *acc = *acc * qpower + c;
         }
@@ -770,7 +829,11 @@ pub fn chi_stat_test(reference: &[f64], current: &[f64]) -> f64 {
 /// `scipy.stats.chisquare(f_obs, f_exp)`: Pearson's statistic and its p-value (k - 1 degrees of
 /// freedom).
 pub fn chisquare(f_obs: &[f64], f_exp: &[f64]) -> (f64, f64) {
-    let terms: Vec<f64> = f_obs.iter().zip(f_exp).map(|(o, e)| (o - e).powi(2) / e).collect();
+    let terms: Vec<f64> = f_obs
+        .iter()
+        .zip(f_exp)
+        .map(|(o, e)| (o - e).powi(2) / e)
+        .collect();
     let stat = pairwise_sum(&terms);
     let df = f_obs.len() as f64 - 1.0;
     (stat, chi2_sf(stat, df))
@@ -892,7 +955,10 @@ pub fn wasserstein_distance(u: &[f64], v: &[f64]) -> f64 {
     let terms: Vec<f64> = all
         .windows(2)
         .map(|w| {
-            let (ucdf, vcdf) = (count_le(&us, w[0]) as f64 / nu, count_le(&vs, w[0]) as f64 / nv);
+            let (ucdf, vcdf) = (
+                count_le(&us, w[0]) as f64 / nu,
+                count_le(&vs, w[0]) as f64 / nv,
+            );
             (ucdf - vcdf).abs() * (w[1] - w[0])
         })
         .collect();
@@ -948,7 +1014,10 @@ mod tests {
     fn identical_samples_do_not_drift_under_any_test() {
         let small: Vec<f64> = (0..100).map(|i| (i % 17) as f64).collect();
         let large: Vec<f64> = (0..3000).map(|i| (i % 17) as f64).collect();
-        for (kind, data) in [(ColumnKind::Numerical, &small), (ColumnKind::Numerical, &large)] {
+        for (kind, data) in [
+            (ColumnKind::Numerical, &small),
+            (ColumnKind::Numerical, &large),
+        ] {
             let d = column_drift(kind, data, data, None);
             assert!(!d.drifted, "{d:?}");
         }
@@ -963,13 +1032,35 @@ mod tests {
         let three: Vec<f64> = (0..500).map(|i| f64::from(i % 3)).collect();
         let two: Vec<f64> = (0..500).map(|i| f64::from(i % 2)).collect();
         let big: Vec<f64> = (0..1001).map(f64::from).collect();
-        assert_eq!(default_test(ColumnKind::Numerical, &many, &many), StatTest::Ks);
-        assert_eq!(default_test(ColumnKind::Numerical, &three, &three), StatTest::ChiSquare);
+        assert_eq!(
+            default_test(ColumnKind::Numerical, &many, &many),
+            StatTest::Ks
+        );
+        assert_eq!(
+            default_test(ColumnKind::Numerical, &three, &three),
+            StatTest::ChiSquare
+        );
         assert_eq!(default_test(ColumnKind::Numerical, &two, &two), StatTest::Z);
-        assert_eq!(default_test(ColumnKind::Categorical, &many, &many), StatTest::ChiSquare);
-        assert_eq!(default_test(ColumnKind::Numerical, &big, &big), StatTest::Wasserstein);
-        assert_eq!(default_test(ColumnKind::Categorical, &big, &big), StatTest::JensenShannon);
-        assert_eq!(default_test(ColumnKind::Numerical, &[three.clone(), three.clone(), three].concat(), &two), StatTest::JensenShannon);
+        assert_eq!(
+            default_test(ColumnKind::Categorical, &many, &many),
+            StatTest::ChiSquare
+        );
+        assert_eq!(
+            default_test(ColumnKind::Numerical, &big, &big),
+            StatTest::Wasserstein
+        );
+        assert_eq!(
+            default_test(ColumnKind::Categorical, &big, &big),
+            StatTest::JensenShannon
+        );
+        assert_eq!(
+            default_test(
+                ColumnKind::Numerical,
+                &[three.clone(), three.clone(), three].concat(),
+                &two
+            ),
+            StatTest::JensenShannon
+        );
     }
 
     #[test]

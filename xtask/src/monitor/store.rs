@@ -82,7 +82,16 @@ pub fn redact(url: &str) -> String {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &url[s + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{}{}", &url[..s], if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() }, &url[at..])
+            format!(
+                "{}://{}{}",
+                &url[..s],
+                if userinfo.contains(':') {
+                    format!("{user}:***")
+                } else {
+                    user.to_string()
+                },
+                &url[at..]
+            )
         }
         _ => url.to_string(),
     }
@@ -90,7 +99,10 @@ pub fn redact(url: &str) -> String {
 
 /// Creates the tables when missing.
 pub async fn ensure_schema(client: &Client) -> anyhow::Result<()> {
-    client.batch_execute(SCHEMA).await.context("create the monitoring tables")
+    client
+        .batch_execute(SCHEMA)
+        .await
+        .context("create the monitoring tables")
 }
 
 fn time(us: i64) -> SystemTime {
@@ -109,13 +121,19 @@ pub async fn write(url: &str, summary: &Summary) -> anyhow::Result<usize> {
     let tx = client.transaction().await.context("begin a transaction")?;
     let windows = summary.judged();
     for w in &windows {
-        write_window(&tx, summary, w).await.with_context(|| format!("write window {}", w.start))?;
+        write_window(&tx, summary, w)
+            .await
+            .with_context(|| format!("write window {}", w.start))?;
     }
     tx.commit().await.context("commit the monitoring metrics")?;
     Ok(windows.len())
 }
 
-async fn write_window(tx: &tokio_postgres::Transaction<'_>, summary: &Summary, w: &WindowMetrics) -> anyhow::Result<()> {
+async fn write_window(
+    tx: &tokio_postgres::Transaction<'_>,
+    summary: &Summary,
+    w: &WindowMetrics,
+) -> anyhow::Result<()> {
     let (start, end) = (time(w.start_us), time(w.end_us));
     let env = summary.env.as_str();
     let pred = w.prediction.as_ref().and_then(|p| p.drift);
@@ -203,7 +221,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("host=h user=u"), "host=h user=u");
     }

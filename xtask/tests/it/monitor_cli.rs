@@ -30,7 +30,10 @@ fn steady_data_exits_0_with_a_json_summary() {
     assert_eq!(summary["alert"], false);
     assert_eq!(summary["overall"]["rows"], 1800);
     assert_eq!(summary["overall"]["columns"].as_array().unwrap().len(), 6);
-    assert_eq!(summary["overall"]["columns"][0]["drift"]["test"], "wasserstein");
+    assert_eq!(
+        summary["overall"]["columns"][0]["drift"]["test"],
+        "wasserstein"
+    );
 }
 
 #[test]
@@ -48,17 +51,36 @@ fn drift_exits_3_and_writes_a_self_contained_report() {
         .arg(&report)
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(3), "alerts exit with 3\n{stdout}\n{stderr}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "alerts exit with 3\n{stdout}\n{stderr}"
+    );
     assert!(stderr.contains("alert"), "{stderr}");
     assert!(stdout.contains("2022-02-03T00:00:00Z"), "{stdout}");
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 7, "a plot per column and one for the prediction");
-    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src="), "no external assets");
+    assert_eq!(
+        html.matches("<svg").count(),
+        7,
+        "a plot per column and one for the prediction"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("<link") && !html.contains("src="),
+        "no external assets"
+    );
     assert!(html.contains("prediction") && html.contains("An alert fired"));
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap()).unwrap();
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["windows"].as_array().unwrap().len(), 3);
-    assert_eq!(summary["skipped_windows"][0]["start"], "2009-01-01T00:00:00Z");
+    assert_eq!(
+        summary["skipped_windows"][0]["start"],
+        "2009-01-01T00:00:00Z"
+    );
     assert_eq!(summary["alert"], true);
 }
 
@@ -66,11 +88,26 @@ fn drift_exits_3_and_writes_a_self_contained_report() {
 fn thresholds_are_flags() {
     let f = files();
     // With a dataset-drift share above 1 nothing can fire... which the command refuses as not a share.
-    let out = xtask().args(["monitor", "--drift-share", "1.5", "--reference"]).arg(&f.reference).arg("--current").arg(&f.steady).output().unwrap();
+    let out = xtask()
+        .args(["monitor", "--drift-share", "1.5", "--reference"])
+        .arg(&f.reference)
+        .arg("--current")
+        .arg(&f.steady)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     // Tolerating every missing value and any drift share short of all columns: the drifted file passes.
     let out = xtask()
-        .args(["monitor", "--drift-share", "1", "--max-missing-share", "1", "--prediction-threshold", "1000", "--reference"])
+        .args([
+            "monitor",
+            "--drift-share",
+            "1",
+            "--max-missing-share",
+            "1",
+            "--prediction-threshold",
+            "1000",
+            "--reference",
+        ])
         .arg(&f.reference)
         .arg("--current")
         .arg(&f.drifting)
@@ -78,15 +115,32 @@ fn thresholds_are_flags() {
         .arg(&f.model)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn a_missing_file_exits_1_and_names_the_fix() {
-    let out = xtask().args(["monitor", "--reference", "/no/such.parquet", "--current", "/no/such.parquet"]).output().unwrap();
+    let out = xtask()
+        .args([
+            "monitor",
+            "--reference",
+            "/no/such.parquet",
+            "--current",
+            "/no/such.parquet",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/no/such.parquet does not exist") && stderr.contains("pass a TLC"), "{stderr}");
+    assert!(
+        stderr.contains("/no/such.parquet does not exist") && stderr.contains("pass a TLC"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -105,7 +159,10 @@ fn grafana_provisioning_is_json_and_points_at_the_dashboard_datasource() {
     let source = &ds["datasources"][0];
     assert_eq!(source["type"], "grafana-postgresql-datasource");
     for placeholder in ["${POSTGRES_HOST}", "${POSTGRES_USER}"] {
-        assert!(source.to_string().contains(placeholder), "credentials come from the environment");
+        assert!(
+            source.to_string().contains(placeholder),
+            "credentials come from the environment"
+        );
     }
     assert_eq!(dash_provider["providers"][0]["type"], "file");
     let uid = source["uid"].as_str().unwrap();

@@ -21,9 +21,17 @@ pub struct Regime {
 }
 
 /// The regime of the reference and of days without drift.
-pub const NORMAL: Regime = Regime { mean_distance: 3.0, zone0: 1, missing_passengers: 0.02 };
+pub const NORMAL: Regime = Regime {
+    mean_distance: 3.0,
+    zone0: 1,
+    missing_passengers: 0.02,
+};
 /// Longer trips between other zones, and many missing passenger counts.
-pub const DRIFTED: Regime = Regime { mean_distance: 9.0, zone0: 100, missing_passengers: 0.4 };
+pub const DRIFTED: Regime = Regime {
+    mean_distance: 9.0,
+    zone0: 100,
+    missing_passengers: 0.4,
+};
 
 /// Writes a green-taxi-shaped Parquet file: for each `(day, trips, regime)` that many trips
 /// picked up on that day (`YYYY-MM-DD`).
@@ -41,7 +49,10 @@ pub fn write_trips(path: &Path, days: &[(&str, usize, Regime)], seed: u64) {
             dropoff.push(t + (minutes * 60e6) as i64);
             distance.push((d * 100.0).round() / 100.0);
             fare.push(((3.0 + 2.5 * d) * 100.0).round() / 100.0);
-            passengers.push((rng.random::<f64>() >= r.missing_passengers).then(|| f64::from(rng.random_range(1..=4u8))));
+            passengers.push(
+                (rng.random::<f64>() >= r.missing_passengers)
+                    .then(|| f64::from(rng.random_range(1..=4u8))),
+            );
             // Skewed zone choice: low ids more often.
             let z = |rng: &mut StdRng| r.zone0 + (rng.random::<f64>().powi(2) * 40.0) as i64;
             pu.push(z(&mut rng));
@@ -49,7 +60,11 @@ pub fn write_trips(path: &Path, days: &[(&str, usize, Regime)], seed: u64) {
         }
     }
     let time = |name: &str, v: Vec<i64>| {
-        Column::from(Series::new(name.into(), v).cast(&DataType::Datetime(TimeUnit::Microseconds, None)).unwrap())
+        Column::from(
+            Series::new(name.into(), v)
+                .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+                .unwrap(),
+        )
     };
     let mut df = DataFrame::new_infer_height(vec![
         Column::from(Series::new("VendorID".into(), vec![2i64; pickup.len()])),
@@ -62,19 +77,33 @@ pub fn write_trips(path: &Path, days: &[(&str, usize, Regime)], seed: u64) {
         Column::from(Series::new("fare_amount".into(), fare)),
     ])
     .unwrap();
-    ParquetWriter::new(std::fs::File::create(path).unwrap()).finish(&mut df).unwrap();
+    ParquetWriter::new(std::fs::File::create(path).unwrap())
+        .finish(&mut df)
+        .unwrap();
 }
 
 /// A model with a pickup-zone term and trip distance, saved to `path`.
 pub fn write_model(path: &Path) {
     let zones: Vec<String> = (1..=model::MAX_ZONE_ID).map(|z| z.to_string()).collect();
-    let coef: Vec<f64> = (1..=model::MAX_ZONE_ID).map(|z| f64::from(z % 7) - 3.0).collect();
+    let coef: Vec<f64> = (1..=model::MAX_ZONE_ID)
+        .map(|z| f64::from(z % 7) - 3.0)
+        .collect();
     let mut artifact = Artifact {
         version: String::new(),
-        features: FeatureSpec { categorical: vec![Categorical::Pu], numeric: vec![Numeric::TripDistance] },
+        features: FeatureSpec {
+            categorical: vec![Categorical::Pu],
+            numeric: vec![Numeric::TripDistance],
+        },
         intercept: 6.0,
-        numeric: vec![NumericCoef { term: Numeric::TripDistance, coef: 3.5 }],
-        categorical: vec![CategoricalBlock { term: Categorical::Pu, vocabulary: zones, coef }],
+        numeric: vec![NumericCoef {
+            term: Numeric::TripDistance,
+            coef: 3.5,
+        }],
+        categorical: vec![CategoricalBlock {
+            term: Categorical::Pu,
+            vocabulary: zones,
+            coef,
+        }],
         metadata: TrainingMetadata::default(),
     };
     artifact.version = artifact.content_version();
@@ -113,14 +142,34 @@ pub fn files() -> Files {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let days: Vec<String> = (1..=28).map(|d| format!("2022-01-{d:02}")).collect();
-    let reference: Vec<(&str, usize, Regime)> = days.iter().map(|d| (d.as_str(), 100, NORMAL)).collect();
+    let reference: Vec<(&str, usize, Regime)> =
+        days.iter().map(|d| (d.as_str(), 100, NORMAL)).collect();
     write_trips(&p("reference.parquet"), &reference, 1);
-    write_trips(&p("steady.parquet"), &[("2022-02-01", 600, NORMAL), ("2022-02-02", 600, NORMAL), ("2022-02-03", 600, NORMAL)], 2);
+    write_trips(
+        &p("steady.parquet"),
+        &[
+            ("2022-02-01", 600, NORMAL),
+            ("2022-02-02", 600, NORMAL),
+            ("2022-02-03", 600, NORMAL),
+        ],
+        2,
+    );
     write_trips(
         &p("drifting.parquet"),
-        &[("2009-01-01", 1, NORMAL), ("2022-02-01", 600, NORMAL), ("2022-02-02", 600, NORMAL), ("2022-02-03", 600, DRIFTED)],
+        &[
+            ("2009-01-01", 1, NORMAL),
+            ("2022-02-01", 600, NORMAL),
+            ("2022-02-02", 600, NORMAL),
+            ("2022-02-03", 600, DRIFTED),
+        ],
         3,
     );
     write_model(&p("model.json"));
-    Files { reference: p("reference.parquet"), steady: p("steady.parquet"), drifting: p("drifting.parquet"), model: p("model.json"), dir }
+    Files {
+        reference: p("reference.parquet"),
+        steady: p("steady.parquet"),
+        drifting: p("drifting.parquet"),
+        model: p("model.json"),
+        dir,
+    }
 }

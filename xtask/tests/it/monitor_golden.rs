@@ -58,8 +58,10 @@ struct NdtrCase {
 }
 
 fn goldens() -> Goldens {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/drift_goldens.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/drift_goldens.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("parse drift_goldens.json")
 }
 
@@ -69,7 +71,10 @@ fn close(got: f64, want: f64) -> bool {
 
 fn check(what: &str, got: f64, want: f64, failures: &mut Vec<String>) {
     if !close(got, want) {
-        failures.push(format!("{what}: got {got:e}, scipy {want:e}, rel {:e}", ((got - want) / want).abs()));
+        failures.push(format!(
+            "{what}: got {got:e}, scipy {want:e}, rel {:e}",
+            ((got - want) / want).abs()
+        ));
     }
 }
 
@@ -81,14 +86,33 @@ fn column_tests_choose_evidentlys_test_and_match_scipy_scores() {
     for case in &g.columns {
         let drift = stats::column_drift(case.kind, &case.reference, &case.current, None);
         seen.insert(drift.test);
-        assert_eq!(drift.test, StatTest::parse(&case.test).unwrap(), "{}: test choice", case.name);
+        assert_eq!(
+            drift.test,
+            StatTest::parse(&case.test).unwrap(),
+            "{}: test choice",
+            case.name
+        );
         check(&case.name, drift.score, case.score, &mut failures);
-        assert_eq!(drift.drifted, case.drifted, "{}: drift verdict (score {})", case.name, drift.score);
+        assert_eq!(
+            drift.drifted, case.drifted,
+            "{}: drift verdict (score {})",
+            case.name, drift.score
+        );
         if let Some(d) = case.ks_statistic {
-            check(&format!("{} statistic", case.name), stats::ks_2samp(&case.reference, &case.current).statistic, d, &mut failures);
+            check(
+                &format!("{} statistic", case.name),
+                stats::ks_2samp(&case.reference, &case.current).statistic,
+                d,
+                &mut failures,
+            );
         }
     }
-    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(seen.len(), 5, "the goldens exercise every test");
     assert!(g.columns.iter().any(|c| c.drifted) && g.columns.iter().any(|c| !c.drifted));
 }
@@ -99,8 +123,18 @@ fn ks_2samp_matches_scipy_exact_and_asymptotic() {
     for (i, pair) in goldens().ks_2samp.iter().enumerate() {
         let got = stats::ks_2samp(&pair.a, &pair.b);
         let what = format!("pair {i} ({} vs {})", pair.a.len(), pair.b.len());
-        check(&format!("{what} statistic"), got.statistic, pair.statistic, &mut failures);
-        check(&format!("{what} p"), got.p_value, pair.p_value, &mut failures);
+        check(
+            &format!("{what} statistic"),
+            got.statistic,
+            pair.statistic,
+            &mut failures,
+        );
+        check(
+            &format!("{what} p"),
+            got.p_value,
+            pair.p_value,
+            &mut failures,
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -110,12 +144,27 @@ fn kstwo_and_smirnov_survival_functions_match_scipy() {
     let g = goldens();
     let mut failures = Vec::new();
     for c in &g.kstwo_sf {
-        check(&format!("kstwo.sf({}, n={})", c.x, c.n), stats::kstwo_sf(c.n, c.x), c.sf, &mut failures);
+        check(
+            &format!("kstwo.sf({}, n={})", c.x, c.n),
+            stats::kstwo_sf(c.n, c.x),
+            c.sf,
+            &mut failures,
+        );
     }
     for c in &g.smirnov_sf {
-        check(&format!("smirnov({}, {})", c.n, c.x), stats::smirnov_sf(c.n, c.x), c.sf, &mut failures);
+        check(
+            &format!("smirnov({}, {})", c.n, c.x),
+            stats::smirnov_sf(c.n, c.x),
+            c.sf,
+            &mut failures,
+        );
     }
-    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -123,10 +172,25 @@ fn chi2_sf_and_normal_cdf_match_scipy() {
     let g = goldens();
     let mut failures = Vec::new();
     for c in &g.chi2_sf {
-        check(&format!("chi2.sf({}, df={})", c.x, c.df), stats::chi2_sf(c.x, c.df), c.sf, &mut failures);
+        check(
+            &format!("chi2.sf({}, df={})", c.x, c.df),
+            stats::chi2_sf(c.x, c.df),
+            c.sf,
+            &mut failures,
+        );
     }
     for c in &g.ndtr {
-        check(&format!("ndtr({})", c.x), stats::ndtr(c.x), c.cdf, &mut failures);
+        check(
+            &format!("ndtr({})", c.x),
+            stats::ndtr(c.x),
+            c.cdf,
+            &mut failures,
+        );
     }
-    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
