@@ -65,23 +65,48 @@ fn goldens() -> Goldens {
     serde_json::from_str(&text).expect("parse drift_goldens.json")
 }
 
-fn close(got: f64, want: f64) -> bool {
-    got == want || (got - want).abs() <= RTOL * want.abs().max(got.abs())
+/// Comparisons against scipy: the disagreements beyond [`RTOL`], and the largest relative gap.
+#[derive(Default)]
+struct Agreement {
+    failures: Vec<String>,
+    max_rel: f64,
+    compared: usize,
 }
 
-fn check(what: &str, got: f64, want: f64, failures: &mut Vec<String>) {
-    if !close(got, want) {
-        failures.push(format!(
-            "{what}: got {got:e}, scipy {want:e}, rel {:e}",
-            ((got - want) / want).abs()
-        ));
+impl Agreement {
+    fn check(&mut self, what: &str, got: f64, want: f64) {
+        self.compared += 1;
+        let rel = if got == want {
+            0.0
+        } else {
+            (got - want).abs() / want.abs().max(got.abs())
+        };
+        self.max_rel = self.max_rel.max(rel);
+        if rel > RTOL {
+            self.failures
+                .push(format!("{what}: got {got:e}, scipy {want:e}, rel {rel:e}"));
+        }
+    }
+
+    /// Fails with every disagreement; reports the largest gap.
+    fn finish(self, what: &str) {
+        eprintln!(
+            "{what}: {} values, largest relative difference from scipy {:e}",
+            self.compared, self.max_rel
+        );
+        assert!(
+            self.failures.is_empty(),
+            "{} disagreements:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
     }
 }
 
 #[test]
 fn column_tests_choose_evidentlys_test_and_match_scipy_scores() {
     let g = goldens();
-    let mut failures = Vec::new();
+    let mut agree = Agreement::default();
     let mut seen = std::collections::HashSet::new();
     for case in &g.columns {
         let drift = stats::column_drift(case.kind, &case.reference, &case.current, None);
@@ -92,105 +117,71 @@ fn column_tests_choose_evidentlys_test_and_match_scipy_scores() {
             "{}: test choice",
             case.name
         );
-        check(&case.name, drift.score, case.score, &mut failures);
+        agree.check(&case.name, drift.score, case.score);
         assert_eq!(
             drift.drifted, case.drifted,
             "{}: drift verdict (score {})",
             case.name, drift.score
         );
         if let Some(d) = case.ks_statistic {
-            check(
+            agree.check(
                 &format!("{} statistic", case.name),
                 stats::ks_2samp(&case.reference, &case.current).statistic,
                 d,
-                &mut failures,
             );
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} disagreements:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    agree.finish("column scores");
     assert_eq!(seen.len(), 5, "the goldens exercise every test");
     assert!(g.columns.iter().any(|c| c.drifted) && g.columns.iter().any(|c| !c.drifted));
 }
 
 #[test]
 fn ks_2samp_matches_scipy_exact_and_asymptotic() {
-    let mut failures = Vec::new();
+    let mut agree = Agreement::default();
     for (i, pair) in goldens().ks_2samp.iter().enumerate() {
         let got = stats::ks_2samp(&pair.a, &pair.b);
         let what = format!("pair {i} ({} vs {})", pair.a.len(), pair.b.len());
-        check(
-            &format!("{what} statistic"),
-            got.statistic,
-            pair.statistic,
-            &mut failures,
-        );
-        check(
-            &format!("{what} p"),
-            got.p_value,
-            pair.p_value,
-            &mut failures,
-        );
+        agree.check(&format!("{what} statistic"), got.statistic, pair.statistic);
+        agree.check(&format!("{what} p"), got.p_value, pair.p_value);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    agree.finish("ks_2samp");
 }
 
 #[test]
 fn kstwo_and_smirnov_survival_functions_match_scipy() {
     let g = goldens();
-    let mut failures = Vec::new();
+    let mut agree = Agreement::default();
     for c in &g.kstwo_sf {
-        check(
+        agree.check(
             &format!("kstwo.sf({}, n={})", c.x, c.n),
             stats::kstwo_sf(c.n, c.x),
             c.sf,
-            &mut failures,
         );
     }
     for c in &g.smirnov_sf {
-        check(
+        agree.check(
             &format!("smirnov({}, {})", c.n, c.x),
             stats::smirnov_sf(c.n, c.x),
             c.sf,
-            &mut failures,
         );
     }
-    assert!(
-        failures.is_empty(),
-        "{} disagreements:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    agree.finish("kstwo.sf and smirnov");
 }
 
 #[test]
 fn chi2_sf_and_normal_cdf_match_scipy() {
     let g = goldens();
-    let mut failures = Vec::new();
+    let mut agree = Agreement::default();
     for c in &g.chi2_sf {
-        check(
+        agree.check(
             &format!("chi2.sf({}, df={})", c.x, c.df),
             stats::chi2_sf(c.x, c.df),
             c.sf,
-            &mut failures,
         );
     }
     for c in &g.ndtr {
-        check(
-            &format!("ndtr({})", c.x),
-            stats::ndtr(c.x),
-            c.cdf,
-            &mut failures,
-        );
+        agree.check(&format!("ndtr({})", c.x), stats::ndtr(c.x), c.cdf);
     }
-    assert!(
-        failures.is_empty(),
-        "{} disagreements:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    agree.finish("chi2.sf and ndtr");
 }
