@@ -97,13 +97,19 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Creates the tables when missing.
+/// Creates the tables when missing. Concurrent `CREATE TABLE IF NOT EXISTS` can still collide
+/// in PostgreSQL's catalog, so writers take a transaction-scoped advisory lock first.
 pub async fn ensure_schema(client: &Client) -> anyhow::Result<()> {
     client
-        .batch_execute(SCHEMA)
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;"
+        ))
         .await
         .context("create the monitoring tables")
 }
+
+/// The advisory lock key that serialises schema creation (an arbitrary constant).
+const SCHEMA_LOCK: i64 = 0x7461_7869_6472;
 
 fn time(us: i64) -> SystemTime {
     if us >= 0 {
