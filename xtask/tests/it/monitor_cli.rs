@@ -87,7 +87,7 @@ fn drift_exits_3_and_writes_a_self_contained_report() {
 #[test]
 fn thresholds_are_flags() {
     let f = files();
-    // With a dataset-drift share above 1 nothing can fire... which the command refuses as not a share.
+    // A share above 1 is refused: it would silently disable the dataset-drift alert.
     let out = xtask()
         .args(["monitor", "--drift-share", "1.5", "--reference"])
         .arg(&f.reference)
