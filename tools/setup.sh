@@ -25,3 +25,6 @@ if ! command -v docker-registry >/dev/null; then
   apt-get update -qq
   apt-get install -y --no-install-recommends docker-registry
 fi
+
+# PostgreSQL for the monitoring metrics (xtask monitor tests, Grafana); see tools/postgres.sh.
+bash tools/postgres.sh

@@ -14,6 +14,7 @@ pub mod esm;
 pub mod image;
 pub mod invoke;
 pub mod local;
+pub mod monitor;
 pub mod predict;
 pub mod registry;
 pub mod runtime_api;

@@ -42,6 +42,8 @@ enum Cmd {
     Deploy(deploy::DeployArgs),
     /// Tear down an environment's stack and everything billable in it.
     Teardown(teardown::TeardownArgs),
+    /// Drift between a reference and a current period: report, PostgreSQL metrics, alerts (exit 3).
+    Monitor(monitor::MonitorArgs),
 }
 
 #[tokio::main]
@@ -50,6 +52,10 @@ async fn main() -> std::process::ExitCode {
     util::init_tracing();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<monitor::AlertFired>() => {
+            eprintln!("alert: {e}");
+            std::process::ExitCode::from(monitor::ALERT_EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -72,5 +78,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Invoke(args) => args.run(&ctx).await,
         Cmd::Deploy(args) => args.run(&ctx).await,
         Cmd::Teardown(args) => args.run(&ctx).await,
+        Cmd::Monitor(args) => args.run(&ctx).await,
     }
 }

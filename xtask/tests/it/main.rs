@@ -12,3 +12,9 @@ mod registry;
 mod runtime_api;
 mod stacks;
 mod support;
+
+mod monitor_cli;
+mod monitor_data;
+mod monitor_golden;
+mod monitor_pg;
+mod monitor_real;
