@@ -21,3 +21,4 @@ venv() { # name requirements-file
 }
 
 venv moto tools/requirements-moto.txt
+venv mlflow tools/requirements-mlflow.txt

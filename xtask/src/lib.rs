@@ -4,4 +4,6 @@
 pub mod build;
 pub mod config;
 pub mod ctx;
+pub mod runs;
+pub mod tracking;
 pub mod util;

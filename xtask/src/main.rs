@@ -21,6 +21,8 @@ struct Cli {
 enum Cmd {
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
+    /// Training runs: list, show, alias (staging, production), and the prod gate.
+    Runs(runs::RunsArgs),
 }
 
 #[tokio::main]
@@ -40,5 +42,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx::new(&cli.global)?;
     match cli.cmd {
         Cmd::Build(args) => args.run(&ctx).await,
+        Cmd::Runs(args) => args.run(&ctx).await,
     }
 }
