@@ -37,9 +37,11 @@ fn mlflow_bin() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    if let Some(p) = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("mlflow")).find(|p| p.exists()))
-    {
+    if let Some(p) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("mlflow"))
+            .find(|p| p.exists())
+    }) {
         return p;
     }
     panic!(
@@ -50,13 +52,15 @@ fn mlflow_bin() -> PathBuf {
 
 /// Removes the scratch directories of test processes that are gone.
 fn remove_stale_dirs(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("taxi-mlflow-") {
-            if !Path::new("/proc").join(pid).exists() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+        if let Some(pid) = name.strip_prefix("taxi-mlflow-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -82,7 +86,14 @@ pub fn mlflow() -> &'static Mlflow {
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
         let mut cmd = Command::new(&bin);
         cmd.arg("server")
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--workers",
+                "1",
+            ])
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
             .arg("--artifacts-destination")
@@ -109,7 +120,8 @@ pub fn mlflow() -> &'static Mlflow {
         std::thread::spawn(move || {
             let child = cmd.spawn().map(|c| Arc::new(Mutex::new(c)));
             let ok = child.is_ok();
-            tx.send(child.map_err(|e| format!("start {}: {e}", bin.display()))).unwrap();
+            tx.send(child.map_err(|e| format!("start {}: {e}", bin.display())))
+                .unwrap();
             if ok {
                 loop {
                     std::thread::park();
@@ -120,9 +132,15 @@ pub fn mlflow() -> &'static Mlflow {
         let uri = format!("http://127.0.0.1:{port}");
         // Generous: on a loaded two-core machine the first start (database migrations) is slow.
         let deadline = Instant::now() + Duration::from_secs(180);
-        while http(port, "GET", "/health").map(|s| s != 200).unwrap_or(true) {
+        while http(port, "GET", "/health")
+            .map(|s| s != 200)
+            .unwrap_or(true)
+        {
             if let Some(status) = child.lock().unwrap().try_wait().unwrap() {
-                panic!("mlflow server exited with {status} before answering; its log:\n{}", log_tail(&dir));
+                panic!(
+                    "mlflow server exited with {status} before answering; its log:\n{}",
+                    log_tail(&dir)
+                );
             }
             assert!(
                 Instant::now() < deadline,

@@ -10,7 +10,9 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::ctx::Ctx;
-use crate::tracking::{self, ModelSpec, PRODUCTION, RunInfo, Tracker, TrackerKind};
+use crate::tracking::{
+    self, AliasSet, GateReport, ModelSpec, PRODUCTION, RunInfo, Tracker, TrackerKind,
+};
 
 /// List training runs (newest first), or show, alias or gate one.
 #[derive(Debug, Args)]
@@ -75,12 +77,24 @@ pub struct RunList {
 impl fmt::Display for RunList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.runs.is_empty() {
-            return write!(f, "no runs in {} experiment `{}`: train one with `cargo xtask train`", self.tracker, self.experiment);
+            return write!(
+                f,
+                "no runs in {} experiment `{}`: train one with `cargo xtask train`",
+                self.tracker, self.experiment
+            );
         }
         writeln!(f, "{} experiment `{}`", self.tracker, self.experiment)?;
-        write!(f, "{:<34} {:<25} {:<9} {:<12} {:>9}  ALIASES", "RUN", "CREATED", "STATUS", "MODEL", "RMSE_VAL")?;
+        write!(
+            f,
+            "{:<34} {:<25} {:<9} {:<12} {:>9}  ALIASES",
+            "RUN", "CREATED", "STATUS", "MODEL", "RMSE_VAL"
+        )?;
         for r in &self.runs {
-            let rmse = r.metrics.get("rmse_val").map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+            let rmse = r
+                .metrics
+                .get("rmse_val")
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into());
             let created: String = r.created_at.chars().take(25).collect();
             write!(
                 f,
@@ -97,40 +111,107 @@ impl fmt::Display for RunList {
     }
 }
 
+/// What a `runs` subcommand produced.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RunsOutput {
+    /// `runs` / `runs list`.
+    List(RunList),
+    /// `runs show`.
+    Show(Box<RunInfo>),
+    /// `runs alias set`.
+    Alias(AliasSet),
+    /// `runs alias set --dry-run`: the plan.
+    Plan {
+        /// What would be done.
+        dry_run: String,
+    },
+    /// `runs gate`; a refusal is an error only after the report is printed.
+    Gate(GateReport),
+}
+
+impl fmt::Display for RunsOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::List(l) => l.fmt(f),
+            Self::Show(r) => r.fmt(f),
+            Self::Alias(a) => a.fmt(f),
+            Self::Plan { dry_run } => write!(f, "dry run: would {dry_run}"),
+            Self::Gate(g) => g.fmt(f),
+        }
+    }
+}
+
+impl RunsOutput {
+    /// A refused gate as an error (after its report was printed); anything else as is.
+    pub fn into_result(self) -> anyhow::Result<Self> {
+        match self {
+            Self::Gate(report) => Ok(Self::Gate(report.into_result()?)),
+            other => Ok(other),
+        }
+    }
+}
+
 impl RunsArgs {
-    /// Runs the command.
+    /// Runs the command against the configured store and prints the result.
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let tracker = Tracker::from_ctx(ctx)?;
-        match self.cmd.unwrap_or(RunsCmd::List) {
-            RunsCmd::List => {
-                let runs = tracker.list(self.limit).await.context("list runs")?;
-                ctx.emit(&RunList { tracker: tracker.kind(), experiment: tracker.experiment().to_string(), runs })
-            }
-            RunsCmd::Show { run_id } => ctx.emit(&tracker.show(&run_id).await?),
-            RunsCmd::Alias(AliasCmd::Set { alias, target, force }) => {
+        let out = self.execute(ctx, &tracker).await?;
+        ctx.emit(&out)?;
+        out.into_result()?;
+        Ok(())
+    }
+
+    /// Runs the command against `tracker` and returns what it would print.
+    pub async fn execute(self, ctx: &Ctx, tracker: &Tracker) -> anyhow::Result<RunsOutput> {
+        Ok(match self.cmd.unwrap_or(RunsCmd::List) {
+            RunsCmd::List => RunsOutput::List(RunList {
+                tracker: tracker.kind(),
+                experiment: tracker.experiment().to_string(),
+                runs: tracker.list(self.limit).await.context("list runs")?,
+            }),
+            RunsCmd::Show { run_id } => RunsOutput::Show(Box::new(tracker.show(&run_id).await?)),
+            RunsCmd::Alias(AliasCmd::Set {
+                alias,
+                target,
+                force,
+            }) => {
                 let target = ModelSpec::parse_run_or_spec(&target)?;
                 if alias == PRODUCTION {
-                    let candidate = tracker.resolve(&target).await.with_context(|| format!("resolve {target}"))?;
-                    let report = tracking::gate(ctx, &candidate, force).await?;
+                    let candidate = tracker
+                        .resolve(&target)
+                        .await
+                        .with_context(|| format!("resolve {target}"))?;
+                    let report =
+                        tracking::gate_with(tracker, &candidate, ctx.env.promotion_margin, force)
+                            .await?;
                     ctx.note(&report);
                     report.into_result()?;
                 }
+                let plan = format!("point {} alias `{alias}` at {target}", tracker.kind());
                 if ctx.dry_run {
-                    ctx.note(format!("dry run: would point {} alias `{alias}` at {target}", tracker.kind()));
-                    return Ok(());
+                    return Ok(RunsOutput::Plan { dry_run: plan });
                 }
                 if alias == PRODUCTION {
-                    ctx.confirm(&format!("point alias `{alias}` at {target}"))?;
+                    ctx.confirm(&plan)?;
                 }
-                ctx.emit(&tracker.set_alias(&alias, &target).await.with_context(|| format!("set alias `{alias}`"))?)
+                RunsOutput::Alias(
+                    tracker
+                        .set_alias(&alias, &target)
+                        .await
+                        .with_context(|| format!("set alias `{alias}`"))?,
+                )
             }
             RunsCmd::Gate { model, force } => {
-                let candidate = tracker.resolve(&model).await.with_context(|| format!("resolve {model}"))?;
-                let report = tracking::gate(ctx, &candidate, force).await?;
-                ctx.emit(&report)?;
-                report.into_result()?;
-                Ok(())
+                let candidate = tracker
+                    .resolve(&model)
+                    .await
+                    .with_context(|| format!("resolve {model}"))?;
+                RunsOutput::Gate(
+                    tracking::gate_with(tracker, &candidate, ctx.env.promotion_margin, force)
+                        .await?,
+                )
             }
-        }
+        })
     }
 }

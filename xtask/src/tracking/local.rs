@@ -43,7 +43,10 @@ pub struct LocalStore {
 impl LocalStore {
     /// A store in `dir`; nothing is created until a run is recorded.
     pub fn new(dir: &Path, experiment: &str) -> Self {
-        Self { dir: dir.to_path_buf(), experiment: experiment.to_string() }
+        Self {
+            dir: dir.to_path_buf(),
+            experiment: experiment.to_string(),
+        }
     }
 
     fn aliases_path(&self) -> PathBuf {
@@ -56,17 +59,25 @@ impl LocalStore {
 
     /// Records a run: `run.json` and the artifact under a new run id.
     pub fn record(&self, input: &RunInput, artifact_bytes: &[u8]) -> anyhow::Result<RunRecord> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("create the run store {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("create the run store {}", self.dir.display()))?;
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
         let short: String = input.model_version.chars().take(8).collect();
         let staging = tempfile::Builder::new()
             .prefix(".new-run-")
             .tempdir_in(&self.dir)
             .with_context(|| format!("create a folder in {}", self.dir.display()))?;
-        std::fs::write(staging.path().join(model::artifact::FILE_NAME), artifact_bytes)?;
+        std::fs::write(
+            staging.path().join(model::artifact::FILE_NAME),
+            artifact_bytes,
+        )?;
         // Two runs of the same model in the same millisecond get a counter, so ids never collide.
         for n in 0..100 {
-            let run_id = if n == 0 { format!("{stamp}-{short}") } else { format!("{stamp}-{short}-{n}") };
+            let run_id = if n == 0 {
+                format!("{stamp}-{short}")
+            } else {
+                format!("{stamp}-{short}-{n}")
+            };
             let stored = StoredRun {
                 run_id: run_id.clone(),
                 experiment: self.experiment.clone(),
@@ -76,13 +87,17 @@ impl LocalStore {
                 metrics: input.metrics.clone(),
                 tags: input.tags.clone(),
             };
-            std::fs::write(staging.path().join("run.json"), serde_json::to_vec_pretty(&stored)?)?;
+            std::fs::write(
+                staging.path().join("run.json"),
+                serde_json::to_vec_pretty(&stored)?,
+            )?;
             let dest = self.dir.join(&run_id);
             if dest.exists() {
                 continue;
             }
             let staged = staging.keep();
-            std::fs::rename(&staged, &dest).with_context(|| format!("move the new run into {}", dest.display()))?;
+            std::fs::rename(&staged, &dest)
+                .with_context(|| format!("move the new run into {}", dest.display()))?;
             return Ok(RunRecord {
                 artifact_uri: absolute(&self.model_path(&run_id)).display().to_string(),
                 run_id,
@@ -91,7 +106,10 @@ impl LocalStore {
                 model_version: None,
             });
         }
-        bail!("could not find a free run id in {}: remove stale runs there", self.dir.display())
+        bail!(
+            "could not find a free run id in {}: remove stale runs there",
+            self.dir.display()
+        )
     }
 
     fn read_run(&self, run_id: &str) -> anyhow::Result<StoredRun> {
@@ -102,7 +120,10 @@ impl LocalStore {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("no run `{run_id}` in {}: list runs with `cargo xtask runs`", self.dir.display())
+                bail!(
+                    "no run `{run_id}` in {}: list runs with `cargo xtask runs`",
+                    self.dir.display()
+                )
             }
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };
@@ -113,7 +134,9 @@ impl LocalStore {
     pub fn aliases(&self) -> anyhow::Result<BTreeMap<String, String>> {
         let path = self.aliases_path();
         match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parse {}", path.display())),
+            Ok(b) => {
+                serde_json::from_slice(&b).with_context(|| format!("parse {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
         }
@@ -129,15 +152,23 @@ impl LocalStore {
                 .cloned()
                 .with_context(|| format!("alias `{other}` is not set in {}", self.dir.display()))?,
             ModelSpec::Version(_) | ModelSpec::File(_) => {
-                bail!("the local run store has no registered versions or files to alias: name a run, e.g. run:<id>")
+                bail!(
+                    "the local run store has no registered versions or files to alias: name a run, e.g. run:<id>"
+                )
             }
         };
         self.read_run(&run_id)?;
         aliases.insert(alias.to_string(), run_id.clone());
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
         std::io::Write::write_all(&mut tmp, &serde_json::to_vec_pretty(&aliases)?)?;
-        tmp.persist(self.aliases_path()).with_context(|| format!("write {}", self.aliases_path().display()))?;
-        Ok(AliasSet { alias: alias.to_string(), run_id, model_version: None, tracker: TrackerKind::Local })
+        tmp.persist(self.aliases_path())
+            .with_context(|| format!("write {}", self.aliases_path().display()))?;
+        Ok(AliasSet {
+            alias: alias.to_string(),
+            run_id,
+            model_version: None,
+            tracker: TrackerKind::Local,
+        })
     }
 
     fn resolve_run(&self, run_id: &str, via: Option<&str>) -> anyhow::Result<ResolvedModel> {
@@ -178,8 +209,14 @@ impl LocalStore {
 
     fn info(&self, run: StoredRun, aliases: &BTreeMap<String, String>) -> RunInfo {
         RunInfo {
-            aliases: aliases.iter().filter(|(_, r)| **r == run.run_id).map(|(a, _)| a.clone()).collect(),
-            artifact_uri: absolute(&self.model_path(&run.run_id)).display().to_string(),
+            aliases: aliases
+                .iter()
+                .filter(|(_, r)| **r == run.run_id)
+                .map(|(a, _)| a.clone())
+                .collect(),
+            artifact_uri: absolute(&self.model_path(&run.run_id))
+                .display()
+                .to_string(),
             run_id: run.run_id,
             experiment: run.experiment,
             run_name: run.run_name,
@@ -238,7 +275,12 @@ mod tests {
     fn record(store: &LocalStore, rmse: f64, intercept: f64) -> (RunRecord, Vec<u8>) {
         let a = artifact(intercept, Some(rmse));
         let bytes = a.to_bytes().unwrap();
-        let input = RunInput::new(&a, &BTreeMap::from([("alpha".into(), "1".into())]), "dev", None);
+        let input = RunInput::new(
+            &a,
+            &BTreeMap::from([("alpha".into(), "1".into())]),
+            "dev",
+            None,
+        );
         (store.record(&input, &bytes).unwrap(), bytes)
     }
 
@@ -252,12 +294,18 @@ mod tests {
         let info = store.show(&rec.run_id).unwrap();
         assert_eq!(info.params["alpha"], "1");
         assert_eq!(info.metrics["rmse_val"], 6.0);
-        assert_eq!(info.tags["data.train.green_tripdata_2021-01.parquet.sha256"], "aa".repeat(32));
+        assert_eq!(
+            info.tags["data.train.green_tripdata_2021-01.parquet.sha256"],
+            "aa".repeat(32)
+        );
         let resolved = store.resolve(&ModelSpec::Run(rec.run_id.clone())).unwrap();
         assert_eq!(resolved.bytes, bytes);
         assert_eq!(resolved.run_id.as_deref(), Some(rec.run_id.as_str()));
         // No stray staging folders remain.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(&rec.run_id)]);
     }
 
@@ -268,7 +316,12 @@ mod tests {
         let ids: Vec<String> = (0..3).map(|_| record(&store, 6.0, 1.0).0.run_id).collect();
         let other = LocalStore::new(dir.path(), "taxi-duration-prod");
         record(&other, 6.0, 1.0);
-        let listed: Vec<String> = store.list(10).unwrap().into_iter().map(|r| r.run_id).collect();
+        let listed: Vec<String> = store
+            .list(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
         let mut want = ids.clone();
         want.sort();
         want.reverse();
@@ -285,17 +338,40 @@ mod tests {
         let (worse, _) = record(&store, 6.0, 2.0);
         let tracker = Tracker::Local(store.clone());
         assert!(tracker.resolve_alias(PRODUCTION).await.unwrap().is_none());
-        tracker.set_alias(STAGING, &ModelSpec::Run(good.run_id.clone())).await.unwrap();
-        tracker.set_alias(PRODUCTION, &ModelSpec::Alias(STAGING.into())).await.unwrap();
-        let prod = tracker.resolve(&ModelSpec::Alias(PRODUCTION.into())).await.unwrap();
+        tracker
+            .set_alias(STAGING, &ModelSpec::Run(good.run_id.clone()))
+            .await
+            .unwrap();
+        tracker
+            .set_alias(PRODUCTION, &ModelSpec::Alias(STAGING.into()))
+            .await
+            .unwrap();
+        let prod = tracker
+            .resolve(&ModelSpec::Alias(PRODUCTION.into()))
+            .await
+            .unwrap();
         assert_eq!(prod.bytes, good_bytes);
-        assert_eq!(store.show(&good.run_id).unwrap().aliases, vec![PRODUCTION.to_string(), STAGING.to_string()]);
-        let candidate = tracker.resolve(&ModelSpec::Run(worse.run_id.clone())).await.unwrap();
+        assert_eq!(
+            store.show(&good.run_id).unwrap().aliases,
+            vec![PRODUCTION.to_string(), STAGING.to_string()]
+        );
+        let candidate = tracker
+            .resolve(&ModelSpec::Run(worse.run_id.clone()))
+            .await
+            .unwrap();
         assert!(check_promotion(&candidate.artifact, Some(&prod.artifact), 0.02).is_err());
         // Aliases name existing runs only.
-        let err = tracker.set_alias(STAGING, &ModelSpec::Run("nope".into())).await.unwrap_err();
+        let err = tracker
+            .set_alias(STAGING, &ModelSpec::Run("nope".into()))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("no run `nope`"), "{err}");
-        assert!(tracker.resolve(&ModelSpec::Alias("canary".into())).await.is_err());
+        assert!(
+            tracker
+                .resolve(&ModelSpec::Alias("canary".into()))
+                .await
+                .is_err()
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{AliasSet, ModelSpec, ResolvedModel, RunInfo, RunInput, RunRecord, TAG_GIT_COMMIT, TrackerKind};
+use super::{
+    AliasSet, ModelSpec, ResolvedModel, RunInfo, RunInput, RunRecord, TAG_GIT_COMMIT, TrackerKind,
+};
 
 /// The folder inside a run's artifacts that holds the model, and the registered version's source.
 const MODEL_DIR: &str = "model";
@@ -89,15 +91,22 @@ pub struct MlflowClient {
 impl MlflowClient {
     /// A client for the server at `uri` (`http://` or `https://`).
     pub fn new(uri: &str, auth: Auth) -> anyhow::Result<Self> {
-        let parsed = reqwest::Url::parse(uri).with_context(|| format!("MLFLOW_TRACKING_URI `{uri}` is not a URL"))?;
+        let parsed = reqwest::Url::parse(uri)
+            .with_context(|| format!("MLFLOW_TRACKING_URI `{uri}` is not a URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             bail!(
                 "MLFLOW_TRACKING_URI `{uri}` is not an http(s) server: point it at `mlflow server` (e.g. http://127.0.0.1:5000), \
                  or unset it to use the local run store"
             );
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
-        Ok(Self { base: uri.trim_end_matches('/').to_string(), http, auth })
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Self {
+            base: uri.trim_end_matches('/').to_string(),
+            http,
+            auth,
+        })
     }
 
     /// The tracking URI.
@@ -114,32 +123,55 @@ impl MlflowClient {
         }
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder, endpoint: &str) -> Result<reqwest::Response, MlflowError> {
-        let resp = rb.send().await.map_err(|source| MlflowError::Unreachable { uri: self.base.clone(), source })?;
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        endpoint: &str,
+    ) -> Result<reqwest::Response, MlflowError> {
+        let resp = rb.send().await.map_err(|source| MlflowError::Unreachable {
+            uri: self.base.clone(),
+            source,
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
         let parsed: Option<Value> = serde_json::from_str(&body).ok();
-        let field = |k: &str| parsed.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
+        let field = |k: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         Err(MlflowError::Api {
             endpoint: endpoint.to_string(),
             status: status.as_u16(),
-            code: field("error_code").unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string()),
+            code: field("error_code")
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string()),
             message: field("message").unwrap_or_else(|| body.chars().take(300).collect()),
         })
     }
 
-    async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder, endpoint: &str) -> Result<T, MlflowError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+        endpoint: &str,
+    ) -> Result<T, MlflowError> {
         let bytes = self
             .send(rb, endpoint)
             .await?
             .bytes()
             .await
-            .map_err(|source| MlflowError::Unreachable { uri: self.base.clone(), source })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| MlflowError::Decode { endpoint: endpoint.to_string(), message: e.to_string() })
+            .map_err(|source| MlflowError::Unreachable {
+                uri: self.base.clone(),
+                source,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| MlflowError::Decode {
+            endpoint: endpoint.to_string(),
+            message: e.to_string(),
+        })
     }
 
     fn api_url(&self, endpoint: &str) -> String {
@@ -147,15 +179,29 @@ impl MlflowClient {
     }
 
     /// `GET /api/2.0/mlflow/<endpoint>?<query>`.
-    pub async fn get<T: DeserializeOwned>(&self, endpoint: &str, query: &[(&str, &str)]) -> Result<T, MlflowError> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, MlflowError> {
         let mut url = reqwest::Url::parse(&self.api_url(endpoint)).expect("base was validated");
         url.query_pairs_mut().extend_pairs(query);
-        self.json(self.request(Method::GET, url.as_str()), endpoint).await
+        self.json(self.request(Method::GET, url.as_str()), endpoint)
+            .await
     }
 
     /// `POST /api/2.0/mlflow/<endpoint>` with a JSON body.
-    pub async fn post<T: DeserializeOwned>(&self, endpoint: &str, body: &Value) -> Result<T, MlflowError> {
-        self.json(self.request(Method::POST, &self.api_url(endpoint)).json(body), endpoint).await
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        body: &Value,
+    ) -> Result<T, MlflowError> {
+        self.json(
+            self.request(Method::POST, &self.api_url(endpoint))
+                .json(body),
+            endpoint,
+        )
+        .await
     }
 
     /// The artifact proxy's URL for `rel` under an `mlflow-artifacts:` root.
@@ -171,13 +217,20 @@ impl MlflowClient {
             Some(with_host) => with_host.split_once('/').map(|(_, p)| p).unwrap_or(""),
             None => rest.trim_start_matches('/'),
         };
-        Ok(format!("{}/api/2.0/mlflow-artifacts/artifacts/{}/{rel}", self.base, path.trim_end_matches('/')))
+        Ok(format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{}/{rel}",
+            self.base,
+            path.trim_end_matches('/')
+        ))
     }
 
     /// Uploads `bytes` as `rel` under an `mlflow-artifacts:` root.
     pub async fn upload_artifact(&self, root: &str, rel: &str, bytes: &[u8]) -> anyhow::Result<()> {
         let url = self.artifact_url(root, rel)?;
-        let rb = self.request(Method::PUT, &url).header("content-type", "application/octet-stream").body(bytes.to_vec());
+        let rb = self
+            .request(Method::PUT, &url)
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec());
         self.send(rb, "mlflow-artifacts upload").await?;
         Ok(())
     }
@@ -193,8 +246,17 @@ impl MlflowClient {
             None => root.to_string(),
         };
         let url = self.artifact_url(root.trim_end_matches('/'), rel)?;
-        let resp = self.send(self.request(Method::GET, &url), "mlflow-artifacts download").await?;
-        Ok(resp.bytes().await.map_err(|source| MlflowError::Unreachable { uri: self.base.clone(), source })?.to_vec())
+        let resp = self
+            .send(self.request(Method::GET, &url), "mlflow-artifacts download")
+            .await?;
+        Ok(resp
+            .bytes()
+            .await
+            .map_err(|source| MlflowError::Unreachable {
+                uri: self.base.clone(),
+                source,
+            })?
+            .to_vec())
     }
 
     /// `runs/get`.
@@ -206,7 +268,10 @@ impl MlflowClient {
         match self.get::<Resp>("runs/get", &[("run_id", run_id)]).await {
             Ok(r) => Ok(r.run),
             Err(e) if e.is("RESOURCE_DOES_NOT_EXIST") => {
-                bail!("MLflow at {} has no run `{run_id}`: list runs with `cargo xtask runs`", self.base)
+                bail!(
+                    "MLflow at {} has no run `{run_id}`: list runs with `cargo xtask runs`",
+                    self.base
+                )
             }
             Err(e) => Err(e.into()),
         }
@@ -304,13 +369,19 @@ fn now_ms() -> i64 {
 }
 
 fn kv(map: &BTreeMap<String, String>) -> Vec<Value> {
-    map.iter().map(|(k, v)| json!({"key": k, "value": v})).collect()
+    map.iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect()
 }
 
 impl MlflowTracker {
     /// A tracker for an experiment and a registered model on a server.
     pub fn new(client: MlflowClient, experiment: &str, registered_model: &str) -> Self {
-        Self { client, experiment: experiment.to_string(), registered_model: registered_model.to_string() }
+        Self {
+            client,
+            experiment: experiment.to_string(),
+            registered_model: registered_model.to_string(),
+        }
     }
 
     /// The experiment's id, when it exists.
@@ -323,7 +394,14 @@ impl MlflowTracker {
         struct Resp {
             experiment: Exp,
         }
-        match self.client.get::<Resp>("experiments/get-by-name", &[("experiment_name", &self.experiment)]).await {
+        match self
+            .client
+            .get::<Resp>(
+                "experiments/get-by-name",
+                &[("experiment_name", &self.experiment)],
+            )
+            .await
+        {
             Ok(r) => Ok(Some(r.experiment.experiment_id)),
             Err(e) if e.is("RESOURCE_DOES_NOT_EXIST") => Ok(None),
             Err(e) => Err(e.into()),
@@ -339,27 +417,44 @@ impl MlflowTracker {
         struct Resp {
             experiment_id: String,
         }
-        match self.client.post::<Resp>("experiments/create", &json!({"name": self.experiment})).await {
+        match self
+            .client
+            .post::<Resp>("experiments/create", &json!({"name": self.experiment}))
+            .await
+        {
             Ok(r) => Ok(r.experiment_id),
             // Another process created it between our lookup and our create.
-            Err(e) if e.is("RESOURCE_ALREADY_EXISTS") => {
-                self.experiment_id().await?.context("experiment vanished right after it was created")
-            }
+            Err(e) if e.is("RESOURCE_ALREADY_EXISTS") => self
+                .experiment_id()
+                .await?
+                .context("experiment vanished right after it was created"),
             Err(e) => Err(e).with_context(|| format!("create experiment `{}`", self.experiment)),
         }
     }
 
     async fn ensure_registered_model(&self) -> anyhow::Result<()> {
-        match self.client.post::<Value>("registered-models/create", &json!({"name": self.registered_model})).await {
+        match self
+            .client
+            .post::<Value>(
+                "registered-models/create",
+                &json!({"name": self.registered_model}),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.is("RESOURCE_ALREADY_EXISTS") => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("create registered model `{}`", self.registered_model)),
+            Err(e) => Err(e)
+                .with_context(|| format!("create registered model `{}`", self.registered_model)),
         }
     }
 
     /// Records a run: experiment, run with tags, params and metrics, the artifact, a registered
     /// version. A run that fails half-way is marked FAILED, so it is not mistaken for a good one.
-    pub async fn record(&self, input: &RunInput, artifact_bytes: &[u8]) -> anyhow::Result<RunRecord> {
+    pub async fn record(
+        &self,
+        input: &RunInput,
+        artifact_bytes: &[u8],
+    ) -> anyhow::Result<RunRecord> {
         let experiment_id = self.ensure_experiment().await?;
         #[derive(Deserialize)]
         struct Resp {
@@ -384,7 +479,11 @@ impl MlflowTracker {
                 run_id: run.run_id,
                 experiment: self.experiment.clone(),
                 tracker: TrackerKind::Mlflow,
-                artifact_uri: format!("{}/{MODEL_DIR}/{}", run.artifact_uri, model::artifact::FILE_NAME),
+                artifact_uri: format!(
+                    "{}/{MODEL_DIR}/{}",
+                    run.artifact_uri,
+                    model::artifact::FILE_NAME
+                ),
                 model_version: Some(model_version),
             }),
             Err(e) => {
@@ -396,33 +495,54 @@ impl MlflowTracker {
 
     async fn end_run(&self, run_id: &str, status: &str) -> anyhow::Result<()> {
         self.client
-            .post::<Value>("runs/update", &json!({"run_id": run_id, "status": status, "end_time": now_ms()}))
+            .post::<Value>(
+                "runs/update",
+                &json!({"run_id": run_id, "status": status, "end_time": now_ms()}),
+            )
             .await
             .with_context(|| format!("mark run {run_id} {status}"))?;
         Ok(())
     }
 
     /// Logs params and metrics, uploads the artifact, registers a version, ends the run.
-    async fn fill_run(&self, run: &RunMeta, input: &RunInput, artifact_bytes: &[u8]) -> anyhow::Result<String> {
+    async fn fill_run(
+        &self,
+        run: &RunMeta,
+        input: &RunInput,
+        artifact_bytes: &[u8],
+    ) -> anyhow::Result<String> {
         let ts = now_ms();
         let params = kv(&input.params);
-        let metrics: Vec<Value> =
-            input.metrics.iter().map(|(k, v)| json!({"key": k, "value": v, "timestamp": ts, "step": 0})).collect();
+        let metrics: Vec<Value> = input
+            .metrics
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v, "timestamp": ts, "step": 0}))
+            .collect();
         for (i, chunk) in params.chunks(BATCH).enumerate() {
             let metrics = if i == 0 { metrics.clone() } else { Vec::new() };
             self.client
-                .post::<Value>("runs/log-batch", &json!({"run_id": run.run_id, "params": chunk, "metrics": metrics}))
+                .post::<Value>(
+                    "runs/log-batch",
+                    &json!({"run_id": run.run_id, "params": chunk, "metrics": metrics}),
+                )
                 .await
                 .context("log params and metrics")?;
         }
         if params.is_empty() {
             self.client
-                .post::<Value>("runs/log-batch", &json!({"run_id": run.run_id, "metrics": metrics}))
+                .post::<Value>(
+                    "runs/log-batch",
+                    &json!({"run_id": run.run_id, "metrics": metrics}),
+                )
                 .await
                 .context("log metrics")?;
         }
         self.client
-            .upload_artifact(&run.artifact_uri, &format!("{MODEL_DIR}/{}", model::artifact::FILE_NAME), artifact_bytes)
+            .upload_artifact(
+                &run.artifact_uri,
+                &format!("{MODEL_DIR}/{}", model::artifact::FILE_NAME),
+                artifact_bytes,
+            )
             .await
             .context("upload the model artifact")?;
         let version = self.create_version(run).await?;
@@ -444,7 +564,12 @@ impl MlflowTracker {
                 &json!({"name": self.registered_model, "source": source, "run_id": run.run_id}),
             )
             .await
-            .with_context(|| format!("register run {} as a version of `{}`", run.run_id, self.registered_model))?;
+            .with_context(|| {
+                format!(
+                    "register run {} as a version of `{}`",
+                    run.run_id, self.registered_model
+                )
+            })?;
         Ok(r.model_version)
     }
 
@@ -453,7 +578,14 @@ impl MlflowTracker {
         struct Resp {
             model_version: ModelVersion,
         }
-        match self.client.get::<Resp>("model-versions/get", &[("name", &self.registered_model), ("version", version)]).await {
+        match self
+            .client
+            .get::<Resp>(
+                "model-versions/get",
+                &[("name", &self.registered_model), ("version", version)],
+            )
+            .await
+        {
             Ok(r) => Ok(r.model_version),
             Err(e) if e.is("RESOURCE_DOES_NOT_EXIST") => bail!(
                 "registered model `{}` has no version {version} on {}: list runs with `cargo xtask runs`",
@@ -467,7 +599,10 @@ impl MlflowTracker {
     /// The newest registered version of a run, registering the run when it has none yet (a run
     /// recorded by another tool, or registered under another model name).
     async fn version_of_run(&self, run_id: &str) -> anyhow::Result<ModelVersion> {
-        if !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             bail!("`{run_id}` is not an MLflow run id: list runs with `cargo xtask runs`");
         }
         let run = self.client.get_run(run_id).await?;
@@ -476,13 +611,23 @@ impl MlflowTracker {
             #[serde(default)]
             model_versions: Vec<ModelVersion>,
         }
-        let filter = format!("name='{}' and run_id='{run_id}'", self.registered_model.replace('\'', "\\'"));
-        let found = match self.client.get::<Resp>("model-versions/search", &[("filter", &filter)]).await {
+        let filter = format!(
+            "name='{}' and run_id='{run_id}'",
+            self.registered_model.replace('\'', "\\'")
+        );
+        let found = match self
+            .client
+            .get::<Resp>("model-versions/search", &[("filter", &filter)])
+            .await
+        {
             Ok(r) => r.model_versions,
             Err(e) if e.is("RESOURCE_DOES_NOT_EXIST") => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        match found.into_iter().max_by_key(|v| v.version.parse::<u64>().unwrap_or(0)) {
+        match found
+            .into_iter()
+            .max_by_key(|v| v.version.parse::<u64>().unwrap_or(0))
+        {
             Some(v) => Ok(v),
             None => self.create_version(&run.info).await,
         }
@@ -499,8 +644,17 @@ impl MlflowTracker {
         struct Resp {
             registered_model: Model,
         }
-        match self.client.get::<Resp>("registered-models/get", &[("name", &self.registered_model)]).await {
-            Ok(r) => Ok(r.registered_model.aliases.into_iter().map(|a| (a.alias, a.version)).collect()),
+        match self
+            .client
+            .get::<Resp>("registered-models/get", &[("name", &self.registered_model)])
+            .await
+        {
+            Ok(r) => Ok(r
+                .registered_model
+                .aliases
+                .into_iter()
+                .map(|a| (a.alias, a.version))
+                .collect()),
             Err(e) if e.is("RESOURCE_DOES_NOT_EXIST") => Ok(BTreeMap::new()),
             Err(e) => Err(e.into()),
         }
@@ -523,12 +677,17 @@ impl MlflowTracker {
             ModelSpec::Version(v) => self.get_version(v).await?,
             ModelSpec::Alias(other) => {
                 let v = self.aliases().await?.get(other).cloned().with_context(|| {
-                    format!("registered model `{}` has no alias `{other}`", self.registered_model)
+                    format!(
+                        "registered model `{}` has no alias `{other}`",
+                        self.registered_model
+                    )
                 })?;
                 self.get_version(&v).await?
             }
             ModelSpec::File(_) => {
-                bail!("a file is not in the registry: record it as a run with `cargo xtask train`, then alias the run")
+                bail!(
+                    "a file is not in the registry: record it as a run with `cargo xtask train`, then alias the run"
+                )
             }
         };
         self.client
@@ -545,7 +704,11 @@ impl MlflowTracker {
         })
     }
 
-    async fn resolve_version(&self, v: ModelVersion, label: String) -> anyhow::Result<ResolvedModel> {
+    async fn resolve_version(
+        &self,
+        v: ModelVersion,
+        label: String,
+    ) -> anyhow::Result<ResolvedModel> {
         let bytes = self
             .client
             .download_artifact(&v.source, model::artifact::FILE_NAME)
@@ -582,9 +745,13 @@ impl MlflowTracker {
 
     /// The model an alias points at, or `None` when it is not set.
     pub async fn resolve_alias(&self, alias: &str) -> anyhow::Result<Option<ResolvedModel>> {
-        let Some(version) = self.aliases().await?.get(alias).cloned() else { return Ok(None) };
+        let Some(version) = self.aliases().await?.get(alias).cloned() else {
+            return Ok(None);
+        };
         let mv = self.get_version(&version).await?;
-        self.resolve_version(mv, format!("models:/{}@{alias}", self.registered_model)).await.map(Some)
+        self.resolve_version(mv, format!("models:/{}@{alias}", self.registered_model))
+            .await
+            .map(Some)
     }
 
     fn info(&self, run: Run, aliases: &BTreeMap<String, Vec<String>>, experiment: &str) -> RunInfo {
@@ -600,8 +767,18 @@ impl MlflowTracker {
             run_name: run.info.run_name,
             status: run.info.status,
             created_at,
-            params: run.data.params.into_iter().map(|p| (p.key, p.value)).collect(),
-            metrics: run.data.metrics.into_iter().map(|m| (m.key, m.value)).collect(),
+            params: run
+                .data
+                .params
+                .into_iter()
+                .map(|p| (p.key, p.value))
+                .collect(),
+            metrics: run
+                .data
+                .metrics
+                .into_iter()
+                .map(|m| (m.key, m.value))
+                .collect(),
             tags: run
                 .data
                 .tags
@@ -616,7 +793,9 @@ impl MlflowTracker {
 
     /// The newest `limit` runs of the experiment, newest first.
     pub async fn list(&self, limit: usize) -> anyhow::Result<Vec<RunInfo>> {
-        let Some(experiment_id) = self.experiment_id().await? else { return Ok(Vec::new()) };
+        let Some(experiment_id) = self.experiment_id().await? else {
+            return Ok(Vec::new());
+        };
         #[derive(Deserialize)]
         struct Resp {
             #[serde(default)]
@@ -634,7 +813,10 @@ impl MlflowTracker {
             )
             .await?;
         let aliases = self.aliases_by_run().await?;
-        Ok(r.runs.into_iter().map(|run| self.info(run, &aliases, &self.experiment)).collect())
+        Ok(r.runs
+            .into_iter()
+            .map(|run| self.info(run, &aliases, &self.experiment))
+            .collect())
     }
 
     /// One run, by id, whatever its experiment.
@@ -648,14 +830,25 @@ impl MlflowTracker {
         struct Resp {
             experiment: Exp,
         }
-        let exp: Resp = self.client.get("experiments/get", &[("experiment_id", &run.info.experiment_id)]).await?;
+        let exp: Resp = self
+            .client
+            .get(
+                "experiments/get",
+                &[("experiment_id", &run.info.experiment_id)],
+            )
+            .await?;
         Ok(self.info(run, &self.aliases_by_run().await?, &exp.experiment.name))
     }
 }
 
 /// True when an error from this module means "the server is not there".
 pub fn is_unreachable(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| matches!(c.downcast_ref::<MlflowError>(), Some(MlflowError::Unreachable { .. })))
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<MlflowError>(),
+            Some(MlflowError::Unreachable { .. })
+        )
+    })
 }
 
 #[cfg(test)]
@@ -666,21 +859,28 @@ mod tests {
     fn artifact_roots_map_onto_the_proxy() {
         let c = MlflowClient::new("http://127.0.0.1:5000/", Auth::None).unwrap();
         assert_eq!(
-            c.artifact_url("mlflow-artifacts:/1/abc/artifacts", "model/model.json").unwrap(),
+            c.artifact_url("mlflow-artifacts:/1/abc/artifacts", "model/model.json")
+                .unwrap(),
             "http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/model/model.json"
         );
         assert_eq!(
-            c.artifact_url("mlflow-artifacts://other:5000/1/abc/artifacts/", "m").unwrap(),
+            c.artifact_url("mlflow-artifacts://other:5000/1/abc/artifacts/", "m")
+                .unwrap(),
             "http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/m"
         );
-        let err = c.artifact_url("s3://bucket/1/abc", "m").unwrap_err().to_string();
+        let err = c
+            .artifact_url("s3://bucket/1/abc", "m")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--serve-artifacts"), "{err}");
     }
 
     #[test]
     fn only_http_servers_are_accepted() {
         assert!(MlflowClient::new("https://mlflow.example.com/prefix", Auth::None).is_ok());
-        let err = MlflowClient::new("file:///tmp/mlruns", Auth::None).unwrap_err().to_string();
+        let err = MlflowClient::new("file:///tmp/mlruns", Auth::None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unset it"), "{err}");
         assert!(MlflowClient::new("not a url", Auth::None).is_err());
     }
@@ -688,10 +888,21 @@ mod tests {
     #[tokio::test]
     async fn an_absent_server_is_reported_with_the_fix() {
         // A port nobody listens on: bind, read the port, close.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let t = MlflowTracker::new(MlflowClient::new(&format!("http://127.0.0.1:{port}"), Auth::None).unwrap(), "e", "m");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = MlflowTracker::new(
+            MlflowClient::new(&format!("http://127.0.0.1:{port}"), Auth::None).unwrap(),
+            "e",
+            "m",
+        );
         let err = t.list(5).await.unwrap_err();
         assert!(is_unreachable(&err), "{err:#}");
-        assert!(format!("{err:#}").contains("unset it to use the local run store"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unset it to use the local run store"),
+            "{err:#}"
+        );
     }
 }

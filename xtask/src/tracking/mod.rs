@@ -77,7 +77,11 @@ pub struct RunRecord {
 
 impl fmt::Display for RunRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "run {} in {} experiment `{}`", self.run_id, self.tracker, self.experiment)?;
+        write!(
+            f,
+            "run {} in {} experiment `{}`",
+            self.run_id, self.tracker, self.experiment
+        )?;
         if let Some(v) = &self.model_version {
             write!(f, ", registered as version {v}")?;
         }
@@ -115,7 +119,14 @@ impl RunInput {
         let mut all_params: BTreeMap<String, String> = meta
             .params
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
             .collect();
         all_params.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
 
@@ -142,11 +153,17 @@ impl RunInput {
         }
         for (split, files) in [("train", &meta.train_files), ("val", &meta.val_files)] {
             for file in files {
-                tags.insert(format!("data.{split}.{}.sha256", tag_safe(&file_name(&file.path))), file.sha256.clone());
+                tags.insert(
+                    format!("data.{split}.{}.sha256", tag_safe(&file_name(&file.path))),
+                    file.sha256.clone(),
+                );
             }
         }
-        let created_at =
-            if meta.created_at.is_empty() { chrono::Utc::now().to_rfc3339() } else { meta.created_at.clone() };
+        let created_at = if meta.created_at.is_empty() {
+            chrono::Utc::now().to_rfc3339()
+        } else {
+            meta.created_at.clone()
+        };
         Self {
             run_name: format!("train-{}", artifact.version),
             model_version: artifact.version.clone(),
@@ -159,12 +176,23 @@ impl RunInput {
 }
 
 fn file_name(path: &str) -> String {
-    std::path::Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.to_string())
+    std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_string())
 }
 
 /// MLflow tag keys allow letters, digits, `_ - . / ` and spaces; anything else becomes `_`.
 fn tag_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || "_-./ ".contains(c) { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-./ ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Which model to use: `alias:<name>`, `run:<id>`, `version:<n>` (MLflow) or `file:<path>`.
@@ -184,7 +212,9 @@ impl ModelSpec {
     /// Parses `alias:<name>`, `run:<id>`, `version:<n>` or `file:<path>`.
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         let Some((kind, value)) = s.split_once(':') else {
-            bail!("model `{s}` has no kind: write alias:production, run:<id>, version:<n> or file:<path>");
+            bail!(
+                "model `{s}` has no kind: write alias:production, run:<id>, version:<n> or file:<path>"
+            );
         };
         if value.is_empty() {
             bail!("model `{s}` names nothing after `{kind}:`");
@@ -194,13 +224,19 @@ impl ModelSpec {
             "run" => Self::Run(value.to_string()),
             "version" => Self::Version(value.to_string()),
             "file" => Self::File(PathBuf::from(value)),
-            _ => bail!("model kind `{kind}` in `{s}` is unknown: use alias:, run:, version: or file:"),
+            _ => bail!(
+                "model kind `{kind}` in `{s}` is unknown: use alias:, run:, version: or file:"
+            ),
         })
     }
 
     /// Like [`ModelSpec::parse`], but a bare word is a run id (for `runs alias set <alias> <run>`).
     pub fn parse_run_or_spec(s: &str) -> anyhow::Result<Self> {
-        if s.contains(':') { Self::parse(s) } else { Self::parse(&format!("run:{s}")) }
+        if s.contains(':') {
+            Self::parse(s)
+        } else {
+            Self::parse(&format!("run:{s}"))
+        }
     }
 }
 
@@ -245,8 +281,15 @@ impl ResolvedModel {
         model_version: Option<String>,
         source: String,
     ) -> anyhow::Result<Self> {
-        let artifact = Artifact::from_bytes(&bytes).with_context(|| format!("model from {source} is not a valid artifact"))?;
-        Ok(Self { bytes, artifact, run_id, model_version, source })
+        let artifact = Artifact::from_bytes(&bytes)
+            .with_context(|| format!("model from {source} is not a valid artifact"))?;
+        Ok(Self {
+            bytes,
+            artifact,
+            run_id,
+            model_version,
+            source,
+        })
     }
 
     /// The validation RMSE, when the model has validation metrics.
@@ -283,7 +326,10 @@ pub struct RunInfo {
 impl RunInfo {
     /// The artifact's content-derived version, from the tag training sets.
     pub fn model_version(&self) -> &str {
-        self.tags.get(TAG_MODEL_VERSION).map(String::as_str).unwrap_or("-")
+        self.tags
+            .get(TAG_MODEL_VERSION)
+            .map(String::as_str)
+            .unwrap_or("-")
     }
 }
 
@@ -295,7 +341,15 @@ impl fmt::Display for RunInfo {
         writeln!(f, "status     {}", self.status)?;
         writeln!(f, "created    {}", self.created_at)?;
         writeln!(f, "artifacts  {}", self.artifact_uri)?;
-        writeln!(f, "aliases    {}", if self.aliases.is_empty() { "-".to_string() } else { self.aliases.join(", ") })?;
+        writeln!(
+            f,
+            "aliases    {}",
+            if self.aliases.is_empty() {
+                "-".to_string()
+            } else {
+                self.aliases.join(", ")
+            }
+        )?;
         for (title, map) in [("params", &self.params), ("tags", &self.tags)] {
             writeln!(f, "{title}:")?;
             for (k, v) in map {
@@ -329,23 +383,43 @@ impl Settings {
     /// Reads the settings for `ctx`'s environment.
     pub fn from_ctx(ctx: &Ctx) -> anyhow::Result<Self> {
         let dotenv: BTreeMap<String, String> =
-            crate::config::read_dotenv(&ctx.root.join(format!(".env.{}", ctx.env.name)))?.into_iter().collect();
-        let get = |key: &str| std::env::var(key).ok().or_else(|| dotenv.get(key).cloned()).filter(|v| !v.is_empty());
+            crate::config::read_dotenv(&ctx.root.join(format!(".env.{}", ctx.env.name)))?
+                .into_iter()
+                .collect();
+        let get = |key: &str| {
+            std::env::var(key)
+                .ok()
+                .or_else(|| dotenv.get(key).cloned())
+                .filter(|v| !v.is_empty())
+        };
         Ok(Self::from_lookup(&ctx.env.name, &ctx.root, get))
     }
 
     /// Builds the settings from a variable lookup; `root` is the repository root.
-    pub fn from_lookup(env: &str, root: &std::path::Path, get: impl Fn(&str) -> Option<String>) -> Self {
-        let auth = match (get("MLFLOW_TRACKING_TOKEN"), get("MLFLOW_TRACKING_USERNAME")) {
+    pub fn from_lookup(
+        env: &str,
+        root: &std::path::Path,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let auth = match (
+            get("MLFLOW_TRACKING_TOKEN"),
+            get("MLFLOW_TRACKING_USERNAME"),
+        ) {
             (Some(token), _) => mlflow::Auth::Bearer(token),
-            (None, Some(user)) => mlflow::Auth::Basic(user, get("MLFLOW_TRACKING_PASSWORD").unwrap_or_default()),
+            (None, Some(user)) => {
+                mlflow::Auth::Basic(user, get("MLFLOW_TRACKING_PASSWORD").unwrap_or_default())
+            }
             (None, None) => mlflow::Auth::None,
         };
         Self {
             tracking_uri: get("MLFLOW_TRACKING_URI"),
-            experiment: get("MLFLOW_EXPERIMENT_NAME").unwrap_or_else(|| format!("taxi-duration-{env}")),
-            registered_model: get("MLFLOW_REGISTERED_MODEL").unwrap_or_else(|| model::MODEL_NAME.to_string()),
-            runs_dir: get("TAXI_RUNS_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("runs")),
+            experiment: get("MLFLOW_EXPERIMENT_NAME")
+                .unwrap_or_else(|| format!("taxi-duration-{env}")),
+            registered_model: get("MLFLOW_REGISTERED_MODEL")
+                .unwrap_or_else(|| model::MODEL_NAME.to_string()),
+            runs_dir: get("TAXI_RUNS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("runs")),
             auth,
         }
     }
@@ -395,7 +469,11 @@ impl Tracker {
     }
 
     /// Records a training run with its artifact.
-    pub async fn record(&self, input: &RunInput, artifact_bytes: &[u8]) -> anyhow::Result<RunRecord> {
+    pub async fn record(
+        &self,
+        input: &RunInput,
+        artifact_bytes: &[u8],
+    ) -> anyhow::Result<RunRecord> {
         match self {
             Self::Mlflow(t) => t.record(input, artifact_bytes).await,
             Self::Local(s) => s.record(input, artifact_bytes),
@@ -462,7 +540,11 @@ pub struct AliasSet {
 
 impl fmt::Display for AliasSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} alias `{}` -> run {}", self.tracker, self.alias, self.run_id)?;
+        write!(
+            f,
+            "{} alias `{}` -> run {}",
+            self.tracker, self.alias, self.run_id
+        )?;
         if let Some(v) = &self.model_version {
             write!(f, " (registered version {v})")?;
         }
@@ -477,13 +559,16 @@ fn check_alias_name(alias: &str) -> anyhow::Result<()> {
         && alias != "latest"
         && !(alias.starts_with('v') && alias.len() > 1 && alias[1..].chars().all(|c| c.is_ascii_digit()));
     if !ok {
-        bail!("alias `{alias}` is not allowed: use letters, digits, `_` or `-` (not `latest` or `v<number>`), e.g. staging");
+        bail!(
+            "alias `{alias}` is not allowed: use letters, digits, `_` or `-` (not `latest` or `v<number>`), e.g. staging"
+        );
     }
     Ok(())
 }
 
 fn resolve_file(path: &std::path::Path) -> anyhow::Result<ResolvedModel> {
-    let bytes = std::fs::read(path).with_context(|| format!("read model file {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("read model file {}", path.display()))?;
     ResolvedModel::from_bytes(bytes, None, None, format!("file {}", path.display()))
 }
 
@@ -496,13 +581,24 @@ pub async fn record_training_run(
     params: &BTreeMap<String, String>,
 ) -> anyhow::Result<RunRecord> {
     let tracker = Tracker::from_ctx(ctx)?;
-    let input = RunInput::new(artifact, params, &ctx.env.name, crate::util::git_commit(&ctx.root));
-    tracker.record(&input, artifact_bytes).await.with_context(|| format!("record the training run in the {} store", tracker.kind()))
+    let input = RunInput::new(
+        artifact,
+        params,
+        &ctx.env.name,
+        crate::util::git_commit(&ctx.root),
+    );
+    tracker
+        .record(&input, artifact_bytes)
+        .await
+        .with_context(|| format!("record the training run in the {} store", tracker.kind()))
 }
 
 /// Points `alias` (e.g. [`STAGING`], [`PRODUCTION`]) at a run or registered version.
 pub async fn set_alias(ctx: &Ctx, alias: &str, target: &ModelSpec) -> anyhow::Result<AliasSet> {
-    Tracker::from_ctx(ctx)?.set_alias(alias, target).await.with_context(|| format!("set alias `{alias}` to {target}"))
+    Tracker::from_ctx(ctx)?
+        .set_alias(alias, target)
+        .await
+        .with_context(|| format!("set alias `{alias}` to {target}"))
 }
 
 /// Finds and verifies the model `spec` names; `file:` needs no store.
@@ -510,7 +606,10 @@ pub async fn resolve_model(ctx: &Ctx, spec: &ModelSpec) -> anyhow::Result<Resolv
     if let ModelSpec::File(path) = spec {
         return resolve_file(path);
     }
-    Tracker::from_ctx(ctx)?.resolve(spec).await.with_context(|| format!("resolve model {spec}"))
+    Tracker::from_ctx(ctx)?
+        .resolve(spec)
+        .await
+        .with_context(|| format!("resolve model {spec}"))
 }
 
 /// Why the prod gate refuses a model.
@@ -544,14 +643,20 @@ pub enum GateError {
     )]
     NoValidation(String),
     /// The margin is not a usable number.
-    #[error("promotion margin {0} is invalid: set promotion_margin (or TAXI_PROMOTION_MARGIN) to a number >= 0, e.g. 0.02")]
+    #[error(
+        "promotion margin {0} is invalid: set promotion_margin (or TAXI_PROMOTION_MARGIN) to a number >= 0, e.g. 0.02"
+    )]
     BadMargin(f64),
 }
 
 /// The prod gate: refuses `candidate` when its validation RMSE exceeds the current production
 /// model's by more than `margin` (relative, 0.02 = 2 %). No production model, or one without
 /// validation metrics, leaves nothing to compare with, so the candidate passes.
-pub fn check_promotion(candidate: &Artifact, current: Option<&Artifact>, margin: f64) -> Result<(), GateError> {
+pub fn check_promotion(
+    candidate: &Artifact,
+    current: Option<&Artifact>,
+    margin: f64,
+) -> Result<(), GateError> {
     if !(margin.is_finite() && margin >= 0.0) {
         return Err(GateError::BadMargin(margin));
     }
@@ -559,8 +664,9 @@ pub fn check_promotion(candidate: &Artifact, current: Option<&Artifact>, margin:
         Some(m) if m.rmse.is_finite() => m.rmse,
         _ => return Err(GateError::NoValidation(candidate.version.clone())),
     };
-    let Some((current, current_rmse)) =
-        current.and_then(|c| c.metadata.val_metrics.map(|m| (c, m.rmse))).filter(|(_, r)| r.is_finite())
+    let Some((current, current_rmse)) = current
+        .and_then(|c| c.metadata.val_metrics.map(|m| (c, m.rmse)))
+        .filter(|(_, r)| r.is_finite())
     else {
         return Ok(());
     };
@@ -628,8 +734,19 @@ impl GateReport {
 impl fmt::Display for GateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rmse = |r: Option<f64>| r.map(|r| format!("{r:.4}")).unwrap_or_else(|| "-".into());
-        writeln!(f, "gate       {:?} (margin {:.1} %)", self.decision, self.margin * 100.0)?;
-        writeln!(f, "candidate  {} {} rmse_val {}", self.candidate_version, self.candidate, rmse(self.candidate_rmse))?;
+        writeln!(
+            f,
+            "gate       {:?} (margin {:.1} %)",
+            self.decision,
+            self.margin * 100.0
+        )?;
+        writeln!(
+            f,
+            "candidate  {} {} rmse_val {}",
+            self.candidate_version,
+            self.candidate,
+            rmse(self.candidate_rmse)
+        )?;
         match &self.production {
             Some(p) => write!(
                 f,
@@ -651,13 +768,36 @@ impl fmt::Display for GateReport {
 /// environment's margin. `force` turns a refusal into `forced`. Callers stop on
 /// [`GateReport::into_result`] errors.
 pub async fn gate(ctx: &Ctx, candidate: &ResolvedModel, force: bool) -> anyhow::Result<GateReport> {
-    let tracker = Tracker::from_ctx(ctx)?;
-    let current = tracker.resolve_alias(PRODUCTION).await.context("find the current production model")?;
-    Ok(gate_report(candidate, current.as_ref(), ctx.env.promotion_margin, force))
+    gate_with(
+        &Tracker::from_ctx(ctx)?,
+        candidate,
+        ctx.env.promotion_margin,
+        force,
+    )
+    .await
+}
+
+/// [`gate`] with an explicit store and margin.
+pub async fn gate_with(
+    tracker: &Tracker,
+    candidate: &ResolvedModel,
+    margin: f64,
+    force: bool,
+) -> anyhow::Result<GateReport> {
+    let current = tracker
+        .resolve_alias(PRODUCTION)
+        .await
+        .context("find the current production model")?;
+    Ok(gate_report(candidate, current.as_ref(), margin, force))
 }
 
 /// The gate's report for a candidate and the current production model.
-pub fn gate_report(candidate: &ResolvedModel, current: Option<&ResolvedModel>, margin: f64, force: bool) -> GateReport {
+pub fn gate_report(
+    candidate: &ResolvedModel,
+    current: Option<&ResolvedModel>,
+    margin: f64,
+    force: bool,
+) -> GateReport {
     let error = check_promotion(&candidate.artifact, current.map(|c| &c.artifact), margin).err();
     let decision = match (&error, force) {
         (None, _) => GateDecision::Pass,
@@ -690,7 +830,10 @@ pub(crate) mod tests {
             version: String::new(),
             features: FeatureSpec::default(),
             intercept,
-            numeric: vec![NumericCoef { term: Numeric::TripDistance, coef: 3.0 }],
+            numeric: vec![NumericCoef {
+                term: Numeric::TripDistance,
+                coef: 3.0,
+            }],
             categorical: vec![CategoricalBlock {
                 term: Categorical::PuDo,
                 vocabulary: vec!["1_2".into(), "130_205".into()],
@@ -712,8 +855,18 @@ pub(crate) mod tests {
                 train_rows: 73908,
                 val_rows: 61921,
                 n_features: 3,
-                train_metrics: Metrics { rmse: 5.5, mae: 4.0, r2: 0.5, rows: 73908 },
-                val_metrics: rmse_val.map(|rmse| Metrics { rmse, mae: 4.5, r2: 0.4, rows: 61921 }),
+                train_metrics: Metrics {
+                    rmse: 5.5,
+                    mae: 4.0,
+                    r2: 0.5,
+                    rows: 73908,
+                },
+                val_metrics: rmse_val.map(|rmse| Metrics {
+                    rmse,
+                    mae: 4.5,
+                    r2: 0.4,
+                    rows: 61921,
+                }),
                 params: BTreeMap::from([("solver".to_string(), serde_json::json!("exact"))]),
             },
         };
@@ -723,26 +876,57 @@ pub(crate) mod tests {
 
     #[test]
     fn model_specs_parse_and_print_back() {
-        for s in ["alias:production", "run:abc123", "version:3", "file:models/model.json"] {
+        for s in [
+            "alias:production",
+            "run:abc123",
+            "version:3",
+            "file:models/model.json",
+        ] {
             assert_eq!(ModelSpec::parse(s).unwrap().to_string(), s);
         }
-        assert_eq!(ModelSpec::parse("alias:staging").unwrap(), ModelSpec::Alias("staging".into()));
-        assert_eq!(ModelSpec::parse("file:/a:b").unwrap(), ModelSpec::File("/a:b".into()));
-        assert!(ModelSpec::parse("production").unwrap_err().to_string().contains("alias:production"));
+        assert_eq!(
+            ModelSpec::parse("alias:staging").unwrap(),
+            ModelSpec::Alias("staging".into())
+        );
+        assert_eq!(
+            ModelSpec::parse("file:/a:b").unwrap(),
+            ModelSpec::File("/a:b".into())
+        );
+        assert!(
+            ModelSpec::parse("production")
+                .unwrap_err()
+                .to_string()
+                .contains("alias:production")
+        );
         assert!(ModelSpec::parse("s3:bucket").is_err());
         assert!(ModelSpec::parse("run:").is_err());
-        assert_eq!(ModelSpec::parse_run_or_spec("abc").unwrap(), ModelSpec::Run("abc".into()));
-        assert_eq!(ModelSpec::parse_run_or_spec("version:2").unwrap(), ModelSpec::Version("2".into()));
+        assert_eq!(
+            ModelSpec::parse_run_or_spec("abc").unwrap(),
+            ModelSpec::Run("abc".into())
+        );
+        assert_eq!(
+            ModelSpec::parse_run_or_spec("version:2").unwrap(),
+            ModelSpec::Version("2".into())
+        );
     }
 
     #[test]
     fn gate_allows_up_to_the_margin_and_refuses_beyond() {
         let current = artifact(1.0, Some(5.0));
         // 5.0 * 1.02 = 5.1: equal to the limit passes, just above refuses.
-        assert_eq!(check_promotion(&artifact(2.0, Some(5.1)), Some(&current), 0.02), Ok(()));
-        assert_eq!(check_promotion(&artifact(2.0, Some(4.0)), Some(&current), 0.02), Ok(()));
+        assert_eq!(
+            check_promotion(&artifact(2.0, Some(5.1)), Some(&current), 0.02),
+            Ok(())
+        );
+        assert_eq!(
+            check_promotion(&artifact(2.0, Some(4.0)), Some(&current), 0.02),
+            Ok(())
+        );
         let err = check_promotion(&artifact(2.0, Some(5.11)), Some(&current), 0.02).unwrap_err();
-        assert!(matches!(err, GateError::Worse { limit, .. } if (limit - 5.1).abs() < 1e-12), "{err:?}");
+        assert!(
+            matches!(err, GateError::Worse { limit, .. } if (limit - 5.1).abs() < 1e-12),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("--force"), "{err}");
         // A zero margin refuses anything worse at all.
         assert!(check_promotion(&artifact(2.0, Some(5.0001)), Some(&current), 0.0).is_err());
@@ -750,15 +934,27 @@ pub(crate) mod tests {
 
     #[test]
     fn gate_passes_without_a_baseline_and_refuses_an_unmeasured_candidate() {
-        assert_eq!(check_promotion(&artifact(2.0, Some(50.0)), None, 0.02), Ok(()));
-        assert_eq!(check_promotion(&artifact(2.0, Some(50.0)), Some(&artifact(1.0, None)), 0.02), Ok(()));
+        assert_eq!(
+            check_promotion(&artifact(2.0, Some(50.0)), None, 0.02),
+            Ok(())
+        );
+        assert_eq!(
+            check_promotion(&artifact(2.0, Some(50.0)), Some(&artifact(1.0, None)), 0.02),
+            Ok(())
+        );
         let unmeasured = artifact(2.0, None);
         assert_eq!(
             check_promotion(&unmeasured, Some(&artifact(1.0, Some(5.0))), 0.02),
             Err(GateError::NoValidation(unmeasured.version.clone()))
         );
-        assert!(matches!(check_promotion(&artifact(2.0, Some(f64::NAN)), None, 0.02), Err(GateError::NoValidation(_))));
-        assert_eq!(check_promotion(&artifact(2.0, Some(5.0)), None, -0.1), Err(GateError::BadMargin(-0.1)));
+        assert!(matches!(
+            check_promotion(&artifact(2.0, Some(f64::NAN)), None, 0.02),
+            Err(GateError::NoValidation(_))
+        ));
+        assert_eq!(
+            check_promotion(&artifact(2.0, Some(5.0)), None, -0.1),
+            Err(GateError::BadMargin(-0.1))
+        );
     }
 
     #[test]
@@ -777,13 +973,19 @@ pub(crate) mod tests {
         assert_eq!(forced.decision, GateDecision::Forced);
         assert!(forced.reason.is_some());
         assert!(forced.into_result().is_ok());
-        assert_eq!(gate_report(&worse, None, 0.02, false).decision, GateDecision::Pass);
+        assert_eq!(
+            gate_report(&worse, None, 0.02, false).decision,
+            GateDecision::Pass
+        );
     }
 
     #[test]
     fn run_input_carries_metrics_hashes_and_commit() {
         let a = artifact(1.0, Some(6.25));
-        let params = BTreeMap::from([("alpha".to_string(), "0.5".to_string()), ("solver".to_string(), "qr".to_string())]);
+        let params = BTreeMap::from([
+            ("alpha".to_string(), "0.5".to_string()),
+            ("solver".to_string(), "qr".to_string()),
+        ]);
         let input = RunInput::new(&a, &params, "dev", Some("fallback".into()));
         assert_eq!(input.metrics["rmse_val"], 6.25);
         assert_eq!(input.metrics["rmse_train"], 5.5);
@@ -796,8 +998,14 @@ pub(crate) mod tests {
         assert_eq!(input.params["solver"], "qr");
         assert_eq!(input.params["alpha"], "0.5");
         assert_eq!(input.tags[TAG_GIT_COMMIT], "0123abcd");
-        assert_eq!(input.tags["data.train.green_tripdata_2021-01.parquet.sha256"], "aa".repeat(32));
-        assert_eq!(input.tags["data.val.green_tripdata_2021-02.parquet.sha256"], "bb".repeat(32));
+        assert_eq!(
+            input.tags["data.train.green_tripdata_2021-01.parquet.sha256"],
+            "aa".repeat(32)
+        );
+        assert_eq!(
+            input.tags["data.val.green_tripdata_2021-02.parquet.sha256"],
+            "bb".repeat(32)
+        );
         assert_eq!(input.tags[TAG_MODEL_VERSION], a.version);
         assert_eq!(input.run_name, format!("train-{}", a.version));
     }
@@ -819,11 +1027,20 @@ pub(crate) mod tests {
         assert_eq!(s.tracking_uri, None);
         assert_eq!(s.experiment, "taxi-duration-stg");
         assert_eq!(s.runs_dir, root.join("runs"));
-        assert!(matches!(Tracker::from_settings(&s).unwrap(), Tracker::Local(_)));
-        let vars = BTreeMap::from([("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"), ("MLFLOW_EXPERIMENT_NAME", "x")]);
+        assert!(matches!(
+            Tracker::from_settings(&s).unwrap(),
+            Tracker::Local(_)
+        ));
+        let vars = BTreeMap::from([
+            ("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
+            ("MLFLOW_EXPERIMENT_NAME", "x"),
+        ]);
         let s = Settings::from_lookup("stg", root, |k| vars.get(k).map(|v| v.to_string()));
         assert_eq!(s.experiment, "x");
-        assert!(matches!(Tracker::from_settings(&s).unwrap(), Tracker::Mlflow(_)));
+        assert!(matches!(
+            Tracker::from_settings(&s).unwrap(),
+            Tracker::Mlflow(_)
+        ));
     }
 
     #[test]
