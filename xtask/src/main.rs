@@ -19,6 +19,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Prepare data: `data synth` writes synthetic trip records.
+    Data(data::DataArgs),
+    /// Train the model on trip-record Parquet files.
+    Train(train::TrainArgs),
+    /// Predict one ride with a model artifact.
+    Predict(predict::PredictArgs),
+    /// Benchmarks side by side with the Python baseline.
+    Bench(bench::BenchArgs),
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
     /// Training runs: list, show, alias (staging, production), and the prod gate.
@@ -41,6 +49,10 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx::new(&cli.global)?;
     match cli.cmd {
+        Cmd::Data(args) => args.run(&ctx).await,
+        Cmd::Train(args) => args.run(&ctx).await,
+        Cmd::Predict(args) => args.run(&ctx).await,
+        Cmd::Bench(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
         Cmd::Runs(args) => args.run(&ctx).await,
     }
