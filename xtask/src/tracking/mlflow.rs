@@ -759,7 +759,7 @@ impl MlflowTracker {
             .info
             .start_time
             .and_then(chrono::DateTime::from_timestamp_millis)
-            .map(|t| t.to_rfc3339())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default();
         RunInfo {
             aliases: aliases.get(&run.info.run_id).cloned().unwrap_or_default(),

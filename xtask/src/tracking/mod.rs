@@ -734,10 +734,14 @@ impl GateReport {
 impl fmt::Display for GateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rmse = |r: Option<f64>| r.map(|r| format!("{r:.4}")).unwrap_or_else(|| "-".into());
+        let decision = match self.decision {
+            GateDecision::Pass => "pass",
+            GateDecision::Refused => "REFUSED",
+            GateDecision::Forced => "forced (refused, overridden by --force)",
+        };
         writeln!(
             f,
-            "gate       {:?} (margin {:.1} %)",
-            self.decision,
+            "gate       {decision} (margin {:.1} %)",
             self.margin * 100.0
         )?;
         writeln!(

@@ -140,6 +140,20 @@ async fn xtask(tracker: &Tracker, args: &[&str]) -> anyhow::Result<Value> {
     Ok(json)
 }
 
+/// `runs gate --env prod` refuses `worse_run` (validation RMSE 6.0 against production's 5.0)
+/// with a message naming the override, and passes it as `forced` with `--force`.
+async fn gate_refuses_then_force_passes(tracker: &Tracker, worse_run: &str) {
+    let spec = format!("run:{worse_run}");
+    let gate = ["--env", "prod", "runs", "gate", "--model", &spec];
+    let refused = xtask(tracker, &gate).await.unwrap_err();
+    let msg = format!("{refused:#}");
+    assert!(msg.contains("--force") && msg.contains("6.0000"), "{msg}");
+    let forced = xtask(tracker, &[&gate[..], &["--force"]].concat())
+        .await
+        .unwrap();
+    assert_eq!(forced["decision"], "forced");
+}
+
 #[tokio::test]
 async fn mlflow_run_reads_back_through_the_rest_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,30 +307,7 @@ async fn mlflow_aliases_resolve_and_the_gate_refuses_a_worse_model() {
     );
 
     // The same through the CLI, as CI and deploy use it.
-    let worse_spec = format!("run:{}", worse.run_id);
-    let refused = xtask(
-        &tracker,
-        &["--env", "prod", "runs", "gate", "--model", &worse_spec],
-    )
-    .await
-    .unwrap_err();
-    let msg = format!("{refused:#}");
-    assert!(msg.contains("--force") && msg.contains("6.0000"), "{msg}");
-    let forced = xtask(
-        &tracker,
-        &[
-            "--env",
-            "prod",
-            "runs",
-            "gate",
-            "--model",
-            &worse_spec,
-            "--force",
-        ],
-    )
-    .await
-    .unwrap();
-    assert_eq!(forced["decision"], "forced");
+    gate_refuses_then_force_passes(&tracker, &worse.run_id).await;
     let pass = xtask(
         &tracker,
         &[
@@ -429,29 +420,7 @@ async fn local_store_round_trip_through_the_cli() {
     .unwrap();
     assert_eq!(set["run_id"], good.run_id.as_str());
 
-    let worse_spec = format!("run:{}", worse.run_id);
-    let refused = xtask(
-        &tracker,
-        &["--env", "prod", "runs", "gate", "--model", &worse_spec],
-    )
-    .await
-    .unwrap_err();
-    assert!(format!("{refused:#}").contains("--force"));
-    let forced = xtask(
-        &tracker,
-        &[
-            "--env",
-            "prod",
-            "runs",
-            "gate",
-            "--model",
-            &worse_spec,
-            "--force",
-        ],
-    )
-    .await
-    .unwrap();
-    assert_eq!(forced["decision"], "forced");
+    gate_refuses_then_force_passes(&tracker, &worse.run_id).await;
     let aliases: BTreeMap<String, String> =
         serde_json::from_slice(&std::fs::read(runs_dir.join("aliases.json")).unwrap()).unwrap();
     assert_eq!(aliases[PRODUCTION], good.run_id);
