@@ -8,17 +8,21 @@ cd "$(dirname "$0")/.."
 CACHE="${TAXI_CACHE_DIR:-$HOME/.cache/taxi-duration}"
 mkdir -p "$CACHE/venvs"
 
+# tools/venv.sh holds the stamp logic, shared with `cargo xtask local up` (moto on first use).
 venv() { # name requirements-file
-  local dir="$CACHE/venvs/$1" req="$2"
-  local stamp="$dir/.requirements.sha256"
-  local want; want=$(sha256sum "$req" | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
-  echo "setup: creating venv $1 from $req"
-  rm -rf "$dir"
-  python3 -m venv "$dir"
-  "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-  echo "$want" > "$stamp"
+  bash tools/venv.sh "$1" "$2"
 }
 
 venv moto tools/requirements-moto.txt
 venv mlflow tools/requirements-mlflow.txt
+
+# The Python baseline for side-by-side benchmarks, when ../shared is beside the clone.
+if [ -f ../shared/reference/requirements.txt ]; then
+  venv reference ../shared/reference/requirements.txt
+fi
+
+# The local OCI registry (`cargo xtask local up`, image tests): Debian's CNCF distribution build.
+if ! command -v docker-registry >/dev/null; then
+  apt-get update -qq
+  apt-get install -y --no-install-recommends docker-registry
+fi

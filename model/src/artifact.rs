@@ -126,7 +126,11 @@ impl Artifact {
 
     /// Number of model features: vocabulary sizes plus numeric terms.
     pub fn n_features(&self) -> usize {
-        self.categorical.iter().map(|b| b.vocabulary.len()).sum::<usize>() + self.numeric.len()
+        self.categorical
+            .iter()
+            .map(|b| b.vocabulary.len())
+            .sum::<usize>()
+            + self.numeric.len()
     }
 
     /// Serialises to the artifact file format.
@@ -153,15 +157,24 @@ impl Artifact {
         let header: Header = serde_json::from_slice(&bytes[..nl])
             .map_err(|e| ModelError::NotAnArtifact(format!("header is not JSON: {e}")))?;
         if header.format != FORMAT {
-            return Err(ModelError::NotAnArtifact(format!("format is `{}`, expected `{FORMAT}`", header.format)));
+            return Err(ModelError::NotAnArtifact(format!(
+                "format is `{}`, expected `{FORMAT}`",
+                header.format
+            )));
         }
         if header.format_version != FORMAT_VERSION {
-            return Err(ModelError::UnsupportedVersion { found: header.format_version, supported: FORMAT_VERSION });
+            return Err(ModelError::UnsupportedVersion {
+                found: header.format_version,
+                supported: FORMAT_VERSION,
+            });
         }
         let payload = &bytes[nl + 1..];
         let found = hex::encode(Sha256::digest(payload));
         if payload.len() != header.payload_bytes || found != header.sha256 {
-            return Err(ModelError::Checksum { expected: header.sha256, found });
+            return Err(ModelError::Checksum {
+                expected: header.sha256,
+                found,
+            });
         }
         let artifact: Artifact = serde_json::from_slice(payload)?;
         artifact.validate()?;
@@ -187,18 +200,36 @@ impl Artifact {
         let invalid = |m: String| Err(ModelError::InvalidArtifact(m));
         let terms: Vec<Numeric> = self.numeric.iter().map(|n| n.term).collect();
         if terms != self.features.numeric {
-            return invalid(format!("numeric coefficients {terms:?} do not match features {:?}", self.features.numeric));
+            return invalid(format!(
+                "numeric coefficients {terms:?} do not match features {:?}",
+                self.features.numeric
+            ));
         }
         let blocks: Vec<Categorical> = self.categorical.iter().map(|b| b.term).collect();
         if blocks != self.features.categorical {
-            return invalid(format!("categorical blocks {blocks:?} do not match features {:?}", self.features.categorical));
+            return invalid(format!(
+                "categorical blocks {blocks:?} do not match features {:?}",
+                self.features.categorical
+            ));
         }
         for b in &self.categorical {
             if b.vocabulary.len() != b.coef.len() {
-                return invalid(format!("{}: {} labels but {} coefficients", b.term.name(), b.vocabulary.len(), b.coef.len()));
+                return invalid(format!(
+                    "{}: {} labels but {} coefficients",
+                    b.term.name(),
+                    b.vocabulary.len(),
+                    b.coef.len()
+                ));
             }
-            if let Some(bad) = b.vocabulary.iter().find(|l| b.term.parse_label(l).is_none()) {
-                return invalid(format!("{}: label `{bad}` is not a valid category", b.term.name()));
+            if let Some(bad) = b
+                .vocabulary
+                .iter()
+                .find(|l| b.term.parse_label(l).is_none())
+            {
+                return invalid(format!(
+                    "{}: label `{bad}` is not a valid category",
+                    b.term.name()
+                ));
             }
         }
         let all = std::iter::once(self.intercept)

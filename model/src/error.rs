@@ -27,7 +27,9 @@ pub enum ModelError {
         supported: u32,
     },
     /// The payload does not match its checksum.
-    #[error("model artifact is corrupted: checksum {found} does not match the recorded {expected}; fetch or retrain it again")]
+    #[error(
+        "model artifact is corrupted: checksum {found} does not match the recorded {expected}; fetch or retrain it again"
+    )]
     Checksum {
         /// The recorded checksum.
         expected: String,
@@ -58,10 +60,16 @@ pub enum ModelError {
 
 impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self::Data { path: path.into(), message: message.into() }
+        Self::Data {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }

@@ -137,14 +137,20 @@ pub struct FeatureSpec {
 impl Default for FeatureSpec {
     /// The course's recipe: one-hot `PU_DO` plus `trip_distance`.
     fn default() -> Self {
-        Self { categorical: vec![Categorical::PuDo], numeric: vec![Numeric::TripDistance] }
+        Self {
+            categorical: vec![Categorical::PuDo],
+            numeric: vec![Numeric::TripDistance],
+        }
     }
 }
 
 impl FeatureSpec {
     /// Parses a comma-separated list such as `pu_do,trip_distance` or `pu,do,hour,trip_distance`.
     pub fn parse(s: &str) -> Result<Self, ModelError> {
-        let mut spec = Self { categorical: Vec::new(), numeric: Vec::new() };
+        let mut spec = Self {
+            categorical: Vec::new(),
+            numeric: Vec::new(),
+        };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "pu_do" => spec.categorical.push(Categorical::PuDo),
@@ -189,7 +195,12 @@ mod tests {
     use super::*;
 
     fn ride(pu: u32, dol: u32) -> Ride {
-        Ride { pu_location_id: pu, do_location_id: dol, trip_distance: 1.0, pickup_hour: Some(7) }
+        Ride {
+            pu_location_id: pu,
+            do_location_id: dol,
+            trip_distance: 1.0,
+            pickup_hour: Some(7),
+        }
     }
 
     #[test]
@@ -212,7 +223,12 @@ mod tests {
         let spec = FeatureSpec::parse("pu,do,hour,trip_distance").unwrap();
         assert_eq!(spec.to_string(), "pu,do,hour,trip_distance");
         assert!(spec.needs_hour());
-        assert_eq!(FeatureSpec::parse("pu_do,trip_distance").unwrap(), FeatureSpec::default());
-        assert!(matches!(FeatureSpec::parse("pu_do,zone"), Err(ModelError::UnknownFeature(f)) if f == "zone"));
+        assert_eq!(
+            FeatureSpec::parse("pu_do,trip_distance").unwrap(),
+            FeatureSpec::default()
+        );
+        assert!(
+            matches!(FeatureSpec::parse("pu_do,zone"), Err(ModelError::UnknownFeature(f)) if f == "zone")
+        );
     }
 }

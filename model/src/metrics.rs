@@ -18,10 +18,19 @@ pub struct Metrics {
 impl Metrics {
     /// Computes the metrics of `pred` against `y`. Empty input gives NaN errors and 0 rows.
     pub fn compute(y: &[f64], pred: &[f64]) -> Self {
-        assert_eq!(y.len(), pred.len(), "targets and predictions differ in length");
+        assert_eq!(
+            y.len(),
+            pred.len(),
+            "targets and predictions differ in length"
+        );
         let n = y.len();
         if n == 0 {
-            return Self { rmse: f64::NAN, mae: f64::NAN, r2: f64::NAN, rows: 0 };
+            return Self {
+                rmse: f64::NAN,
+                mae: f64::NAN,
+                r2: f64::NAN,
+                rows: 0,
+            };
         }
         let mean = y.iter().sum::<f64>() / n as f64;
         let (mut sse, mut sae, mut sst) = (0.0, 0.0, 0.0);
@@ -31,7 +40,12 @@ impl Metrics {
             sae += e.abs();
             sst += (t - mean) * (t - mean);
         }
-        Self { rmse: (sse / n as f64).sqrt(), mae: sae / n as f64, r2: 1.0 - sse / sst, rows: n }
+        Self {
+            rmse: (sse / n as f64).sqrt(),
+            mae: sae / n as f64,
+            r2: 1.0 - sse / sst,
+            rows: n,
+        }
     }
 }
 

@@ -23,7 +23,10 @@ impl Model {
             let mut table = vec![0.0; block.term.slots()];
             for (label, &coef) in block.vocabulary.iter().zip(&block.coef) {
                 let slot = block.term.parse_label(label).ok_or_else(|| {
-                    ModelError::InvalidArtifact(format!("{}: label `{label}` is not a valid category", block.term.name()))
+                    ModelError::InvalidArtifact(format!(
+                        "{}: label `{label}` is not a valid category",
+                        block.term.name()
+                    ))
                 })?;
                 table[slot] = coef;
             }
@@ -77,15 +80,18 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::{CategoricalBlock, NumericCoef, TrainingMetadata};
     use crate::FeatureSpec;
+    use crate::artifact::{CategoricalBlock, NumericCoef, TrainingMetadata};
 
     pub(crate) fn tiny() -> Artifact {
         let mut a = Artifact {
             version: String::new(),
             features: FeatureSpec::default(),
             intercept: 2.0,
-            numeric: vec![NumericCoef { term: Numeric::TripDistance, coef: 3.0 }],
+            numeric: vec![NumericCoef {
+                term: Numeric::TripDistance,
+                coef: 3.0,
+            }],
             categorical: vec![CategoricalBlock {
                 term: Categorical::PuDo,
                 vocabulary: vec!["1_2".into(), "130_205".into()],
@@ -98,7 +104,12 @@ mod tests {
     }
 
     fn ride(pu: u32, dol: u32, d: f64) -> Ride {
-        Ride { pu_location_id: pu, do_location_id: dol, trip_distance: d, pickup_hour: None }
+        Ride {
+            pu_location_id: pu,
+            do_location_id: dol,
+            trip_distance: d,
+            pickup_hour: None,
+        }
     }
 
     #[test]
@@ -129,19 +140,44 @@ mod tests {
         let mut bytes = tiny().to_bytes().unwrap();
         let i = bytes.len() - 10;
         bytes[i] ^= 0x01;
-        assert!(matches!(Artifact::from_bytes(&bytes), Err(ModelError::Checksum { .. })));
+        assert!(matches!(
+            Artifact::from_bytes(&bytes),
+            Err(ModelError::Checksum { .. })
+        ));
         bytes.truncate(bytes.len() - 20);
-        assert!(matches!(Artifact::from_bytes(&bytes), Err(ModelError::Checksum { .. })));
+        assert!(matches!(
+            Artifact::from_bytes(&bytes),
+            Err(ModelError::Checksum { .. })
+        ));
     }
 
     #[test]
     fn other_format_versions_and_foreign_files_are_refused() {
         let bytes = tiny().to_bytes().unwrap();
-        let text = String::from_utf8(bytes).unwrap().replacen("\"format_version\":1", "\"format_version\":99", 1);
+        let text = String::from_utf8(bytes).unwrap().replacen(
+            "\"format_version\":1",
+            "\"format_version\":99",
+            1,
+        );
         let err = Artifact::from_bytes(text.as_bytes()).unwrap_err();
-        assert!(matches!(err, ModelError::UnsupportedVersion { found: 99, supported: 1 }), "{err}");
-        assert!(matches!(Artifact::from_bytes(b"PAR1\x00\x01"), Err(ModelError::NotAnArtifact(_))));
-        assert!(matches!(Artifact::from_bytes(b"{\"a\":1}\n{}"), Err(ModelError::NotAnArtifact(_))));
+        assert!(
+            matches!(
+                err,
+                ModelError::UnsupportedVersion {
+                    found: 99,
+                    supported: 1
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            Artifact::from_bytes(b"PAR1\x00\x01"),
+            Err(ModelError::NotAnArtifact(_))
+        ));
+        assert!(matches!(
+            Artifact::from_bytes(b"{\"a\":1}\n{}"),
+            Err(ModelError::NotAnArtifact(_))
+        ));
     }
 
     #[test]
@@ -149,6 +185,9 @@ mod tests {
         let mut a = tiny();
         a.categorical[0].coef.pop();
         let err = Artifact::from_bytes(&a.to_bytes().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("2 labels but 1 coefficients"), "{err}");
+        assert!(
+            err.to_string().contains("2 labels but 1 coefficients"),
+            "{err}"
+        );
     }
 }

@@ -41,9 +41,11 @@ fn moto_bin() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    if let Some(p) = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("moto_server")).find(|p| p.exists()))
-    {
+    if let Some(p) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.exists())
+    }) {
         return p;
     }
     panic!(
@@ -54,7 +56,11 @@ fn moto_bin() -> PathBuf {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The shared moto server of this test binary, started on first use.
@@ -71,7 +77,14 @@ pub fn moto() -> &'static Moto {
             cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null());
+                .stderr(Stdio::null())
+                // moto runs its own Lambda executor on every Kinesis put to a stream that has an
+                // event-source mapping, pulling images through Docker (0.4 s or more per record,
+                // failing offline). xtask emulates mappings itself; a dead socket makes moto skip at once.
+                .env(
+                    "DOCKER_HOST",
+                    "unix:///nonexistent/taxi-duration-no-docker.sock",
+                );
             #[cfg(target_os = "linux")]
             unsafe {
                 use std::os::unix::process::CommandExt;
@@ -82,7 +95,12 @@ pub fn moto() -> &'static Moto {
             }
             let child = cmd.spawn();
             let ok = child.is_ok();
-            tx.send(child.map(|_| ()).map_err(|e| format!("start {}: {e}", bin.display()))).unwrap();
+            tx.send(
+                child
+                    .map(|_| ())
+                    .map_err(|e| format!("start {}: {e}", bin.display())),
+            )
+            .unwrap();
             if ok {
                 loop {
                     std::thread::park();
@@ -92,8 +110,14 @@ pub fn moto() -> &'static Moto {
         rx.recv().unwrap().unwrap();
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while http(port, "GET", "/moto-api/").map(|s| s != 200).unwrap_or(true) {
-            assert!(Instant::now() < deadline, "moto did not answer on {endpoint} within 60 s");
+        while http(port, "GET", "/moto-api/")
+            .map(|s| s != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not answer on {endpoint} within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Moto { endpoint, port }
@@ -104,7 +128,10 @@ pub fn moto() -> &'static Moto {
 pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let head = String::from_utf8_lossy(&buf);
@@ -118,5 +145,9 @@ pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -73,11 +73,23 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "training, whole process, median of {} runs each", self.repeat)?;
+        writeln!(
+            f,
+            "training, whole process, median of {} runs each",
+            self.repeat
+        )?;
         writeln!(
             f,
             "{:<22} {:>10} {:>10} {:>8} {:>11} {:>11} {:>8} {:>10} {:>10}",
-            "case", "ours s", "python s", "speedup", "ours MB", "python MB", "mem x", "ours rmse", "py rmse"
+            "case",
+            "ours s",
+            "python s",
+            "speedup",
+            "ours MB",
+            "python MB",
+            "mem x",
+            "ours rmse",
+            "py rmse"
         )?;
         for c in &self.cases {
             let r = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6}"));
@@ -103,7 +115,11 @@ impl std::fmt::Display for Report {
 fn measure(cmd: &mut Command) -> anyhow::Result<(f64, f64, String)> {
     let shown = format!("{cmd:?}");
     let started = Instant::now();
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("start {shown}"))?;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {shown}"))?;
     let pid = child.id() as libc::pid_t;
     let mut stdout = child.stdout.expect("piped");
     let mut stderr = child.stderr.expect("piped");
@@ -182,27 +198,51 @@ impl BenchTrainArgs {
         ]))?;
         let ours = crate::build::target_dir(&ctx.root).join("release/taxi-train");
 
-        let tlc = self.tlc_dir.clone().unwrap_or_else(|| default_tlc_dir(&ctx.root));
+        let tlc = self
+            .tlc_dir
+            .clone()
+            .unwrap_or_else(|| default_tlc_dir(&ctx.root));
         let mut cases: Vec<(String, PathBuf, PathBuf)> = Vec::new();
         for year in &self.years {
-            let (t, v) = (tlc.join(format!("green_tripdata_{year}-01.parquet")), tlc.join(format!("green_tripdata_{year}-02.parquet")));
+            let (t, v) = (
+                tlc.join(format!("green_tripdata_{year}-01.parquet")),
+                tlc.join(format!("green_tripdata_{year}-02.parquet")),
+            );
             if !t.exists() || !v.exists() {
-                bail!("missing TLC files {} / {}: set --tlc-dir or TAXI_TLC_DIR", t.display(), v.display());
+                bail!(
+                    "missing TLC files {} / {}: set --tlc-dir or TAXI_TLC_DIR",
+                    t.display(),
+                    v.display()
+                );
             }
             cases.push((format!("tlc green {year}"), t, v));
         }
         if self.synthetic_rows > 0 {
             let dir = ctx.cache.join("bench");
             let mk = |month: &str, seed: u64| -> anyhow::Result<PathBuf> {
-                let out = dir.join(format!("synthetic-{month}-{}-{seed}.parquet", self.synthetic_rows));
+                let out = dir.join(format!(
+                    "synthetic-{month}-{}-{seed}.parquet",
+                    self.synthetic_rows
+                ));
                 if !out.exists() {
-                    ctx.note(format!("generating {} synthetic rows for {month}", self.synthetic_rows));
-                    let spec = model::synth::SynthSpec { month: month.into(), rows: self.synthetic_rows, seed };
+                    ctx.note(format!(
+                        "generating {} synthetic rows for {month}",
+                        self.synthetic_rows
+                    ));
+                    let spec = model::synth::SynthSpec {
+                        month: month.into(),
+                        rows: self.synthetic_rows,
+                        seed,
+                    };
                     model::synth::write(&spec, &out)?;
                 }
                 Ok(out)
             };
-            cases.push((format!("synthetic {}k rows", self.synthetic_rows / 1000), mk("2021-01", 1)?, mk("2021-02", 2)?));
+            cases.push((
+                format!("synthetic {}k rows", self.synthetic_rows / 1000),
+                mk("2021-01", 1)?,
+                mk("2021-02", 2)?,
+            ));
         }
 
         let mut out = Vec::new();
@@ -211,8 +251,24 @@ impl BenchTrainArgs {
             for i in 0..self.repeat.max(1) {
                 ctx.note(format!("{name}: run {} of {}", i + 1, self.repeat));
                 // Alternate the order so neither side always runs with a warmer page cache.
-                let run_ours = || measure(Command::new(&ours).arg("--train").arg(&train).arg("--val").arg(&val));
-                let run_ref = || measure(Command::new(&python).arg(&script).arg(&train).arg(&val).arg("--no-exact"));
+                let run_ours = || {
+                    measure(
+                        Command::new(&ours)
+                            .arg("--train")
+                            .arg(&train)
+                            .arg("--val")
+                            .arg(&val),
+                    )
+                };
+                let run_ref = || {
+                    measure(
+                        Command::new(&python)
+                            .arg(&script)
+                            .arg(&train)
+                            .arg(&val)
+                            .arg("--no-exact"),
+                    )
+                };
                 if i % 2 == 0 {
                     ours_runs.push(run_ours()?);
                     ref_runs.push(run_ref()?);
@@ -227,8 +283,17 @@ impl BenchTrainArgs {
                 rmse_val: rmse_of(&runs[0].2),
             };
             let (o, r) = (summarize(&ours_runs), summarize(&ref_runs));
-            out.push(Case { name, speedup: r.wall_s / o.wall_s, memory_ratio: r.peak_rss_mb / o.peak_rss_mb, ours: o, reference: r });
+            out.push(Case {
+                name,
+                speedup: r.wall_s / o.wall_s,
+                memory_ratio: r.peak_rss_mb / o.peak_rss_mb,
+                ours: o,
+                reference: r,
+            });
         }
-        Ok(Report { cases: out, repeat: self.repeat })
+        Ok(Report {
+            cases: out,
+            repeat: self.repeat,
+        })
     }
 }

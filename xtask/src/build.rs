@@ -44,7 +44,13 @@ pub struct BuiltBinary {
 
 impl std::fmt::Display for BuiltBinary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "bootstrap: {} ({:.1} MB, {}, static)", self.path.display(), self.bytes as f64 / 1e6, self.profile)
+        write!(
+            f,
+            "bootstrap: {} ({:.1} MB, {}, static)",
+            self.path.display(),
+            self.bytes as f64 / 1e6,
+            self.profile
+        )
     }
 }
 
@@ -61,25 +67,47 @@ impl BuildArgs {
 
 /// The cargo target directory the workspace builds into.
 pub fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
 }
 
 /// Builds the static `bootstrap` binary and returns where it is. `release` selects the profile.
 pub fn build_lambda(root: &Path, release: bool) -> anyhow::Result<BuiltBinary> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root).args(["build", "--package", "lambda", "--bin", "bootstrap", "--target", LAMBDA_TARGET]);
+    cmd.current_dir(root).args([
+        "build",
+        "--package",
+        "lambda",
+        "--bin",
+        "bootstrap",
+        "--target",
+        LAMBDA_TARGET,
+    ]);
     if release {
         cmd.arg("--release");
     }
     // Only target artifacts get crt-static; build scripts and proc macros stay dynamic.
-    cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static");
+    cmd.env(
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+        "-C target-feature=+crt-static",
+    );
     run_cmd(&mut cmd).context("build the lambda bootstrap binary")?;
     let profile = if release { "release" } else { "debug" };
-    let path = target_dir(root).join(LAMBDA_TARGET).join(profile).join("bootstrap");
-    let bytes = std::fs::metadata(&path).with_context(|| format!("built binary missing at {}", path.display()))?.len();
+    let path = target_dir(root)
+        .join(LAMBDA_TARGET)
+        .join(profile)
+        .join("bootstrap");
+    let bytes = std::fs::metadata(&path)
+        .with_context(|| format!("built binary missing at {}", path.display()))?
+        .len();
     if bytes == 0 {
         bail!("{} is empty", path.display());
     }
-    Ok(BuiltBinary { path, bytes, profile: profile.to_string() })
+    Ok(BuiltBinary {
+        path,
+        bytes,
+        profile: profile.to_string(),
+    })
 }

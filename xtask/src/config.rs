@@ -43,7 +43,10 @@ impl DeadLetter {
             if bucket.is_empty() {
                 bail!("dead_letter `{s}` names no bucket: write `s3://<bucket>/<prefix>`");
             }
-            return Ok(Self::S3 { bucket: bucket.to_string(), prefix: prefix.trim_end_matches('/').to_string() });
+            return Ok(Self::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_end_matches('/').to_string(),
+            });
         }
         bail!("dead_letter `{s}` is neither `kinesis:<stream>` nor `s3://<bucket>/<prefix>`")
     }
@@ -91,7 +94,10 @@ impl EnvConfig {
     /// Loads `config/env/<env>.toml` under `root`, overlaid with `.env.<env>` and `TAXI_*` variables.
     pub fn load(root: &Path, env: &str) -> anyhow::Result<Self> {
         if !ENVIRONMENTS.contains(&env) {
-            bail!("unknown environment `{env}`: use one of {}", ENVIRONMENTS.join(", "));
+            bail!(
+                "unknown environment `{env}`: use one of {}",
+                ENVIRONMENTS.join(", ")
+            );
         }
         let path = root.join("config/env").join(format!("{env}.toml"));
         let text = std::fs::read_to_string(&path)
@@ -106,15 +112,20 @@ impl EnvConfig {
             }
             let var = format!("TAXI_{}", key.to_uppercase());
             if let Some(raw) = vars.get(&var) {
-                *value = override_value(value, raw)
-                    .with_context(|| format!("{var}={raw} does not fit `{key}` in {}", path.display()))?;
+                *value = override_value(value, raw).with_context(|| {
+                    format!("{var}={raw} does not fit `{key}` in {}", path.display())
+                })?;
             }
         }
         let cfg: EnvConfig = table
             .try_into()
             .with_context(|| format!("{} is not a valid environment config", path.display()))?;
         if cfg.name != env {
-            bail!("{} says name = \"{}\", expected \"{env}\"", path.display(), cfg.name);
+            bail!(
+                "{} says name = \"{}\", expected \"{env}\"",
+                path.display(),
+                cfg.name
+            );
         }
         DeadLetter::parse(&cfg.dead_letter)?;
         Ok(cfg)
@@ -169,7 +180,10 @@ mod tests {
     use super::*;
 
     fn root() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf()
     }
 
     #[test]
@@ -177,10 +191,22 @@ mod tests {
         for env in ENVIRONMENTS {
             let cfg = EnvConfig::load(&root(), env).unwrap();
             assert_eq!(cfg.name, env);
-            for name in [&cfg.stack_name, &cfg.model_bucket, &cfg.input_stream, &cfg.output_stream, &cfg.function_name] {
-                assert!(name.contains(env), "{name} should carry the environment name {env}");
+            for name in [
+                &cfg.stack_name,
+                &cfg.model_bucket,
+                &cfg.input_stream,
+                &cfg.output_stream,
+                &cfg.function_name,
+            ] {
+                assert!(
+                    name.contains(env),
+                    "{name} should carry the environment name {env}"
+                );
             }
-            assert_ne!(cfg.input_stream, cfg.output_stream, "the function must not read its own output");
+            assert_ne!(
+                cfg.input_stream, cfg.output_stream,
+                "the function must not read its own output"
+            );
         }
     }
 
@@ -192,10 +218,16 @@ mod tests {
 
     #[test]
     fn dead_letter_forms_parse() {
-        assert_eq!(DeadLetter::parse("kinesis:dlq").unwrap(), DeadLetter::Kinesis("dlq".into()));
+        assert_eq!(
+            DeadLetter::parse("kinesis:dlq").unwrap(),
+            DeadLetter::Kinesis("dlq".into())
+        );
         assert_eq!(
             DeadLetter::parse("s3://b/dead/").unwrap(),
-            DeadLetter::S3 { bucket: "b".into(), prefix: "dead".into() }
+            DeadLetter::S3 {
+                bucket: "b".into(),
+                prefix: "dead".into()
+            }
         );
         assert!(DeadLetter::parse("sqs:q").is_err());
     }
@@ -206,6 +238,13 @@ mod tests {
         let p = dir.path().join(".env.dev");
         std::fs::write(&p, "# c\nexport A=1\nB=\"two\"\n\nC='3'\n").unwrap();
         let v = read_dotenv(&p).unwrap();
-        assert_eq!(v, vec![("A".into(), "1".into()), ("B".into(), "two".into()), ("C".into(), "3".into())]);
+        assert_eq!(
+            v,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two".into()),
+                ("C".into(), "3".into())
+            ]
+        );
     }
 }

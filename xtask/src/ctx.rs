@@ -67,7 +67,8 @@ impl LocalState {
         let path = Self::path(cache);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?,
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parse {}", path.display()))?,
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
@@ -78,7 +79,8 @@ impl LocalState {
     pub fn write(&self, cache: &Path) -> anyhow::Result<()> {
         let path = Self::path(cache);
         std::fs::create_dir_all(path.parent().expect("has parent"))?;
-        std::fs::write(&path, serde_json::to_vec_pretty(self)?).with_context(|| format!("write {}", path.display()))
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("write {}", path.display()))
     }
 }
 
@@ -173,7 +175,9 @@ impl Ctx {
         }
         let env = &self.env.name;
         if !std::io::stdin().is_terminal() {
-            bail!("refusing to {action} in `{env}` without confirmation: pass --yes (or --dry-run to see the plan)");
+            bail!(
+                "refusing to {action} in `{env}` without confirmation: pass --yes (or --dry-run to see the plan)"
+            );
         }
         eprint!("About to {action} in `{env}`. Type the environment name to confirm: ");
         let mut line = String::new();
@@ -199,10 +203,13 @@ impl Ctx {
 
 /// AWS configuration for a region and an optional emulator endpoint.
 pub async fn aws_config_for(region: &str, endpoint: Option<&str>) -> anyhow::Result<SdkConfig> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string()));
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string()));
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint);
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            && std::env::var_os("AWS_PROFILE").is_none()
+        {
             // Emulators accept any credentials; this keeps the chain from searching for real ones.
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 "test", "test", None, None, "emulator",
@@ -214,13 +221,18 @@ pub async fn aws_config_for(region: &str, endpoint: Option<&str>) -> anyhow::Res
 
 /// An S3 client for a shared config; emulator endpoints need path-style addressing.
 pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(sdk.endpoint_url().is_some()).build();
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(sdk.endpoint_url().is_some())
+        .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
 
 /// The repository root: the workspace folder above xtask's manifest.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// The cache directory: `TAXI_CACHE_DIR`, else `$XDG_CACHE_HOME/taxi-duration`, else `~/.cache/taxi-duration`.

@@ -51,14 +51,26 @@ pub struct SynthSummary {
 
 impl std::fmt::Display for SynthSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "wrote {} synthetic rows for {} (seed {}) to {} ({} bytes)", self.rows, self.month, self.seed, self.path.display(), self.bytes)
+        write!(
+            f,
+            "wrote {} synthetic rows for {} (seed {}) to {} ({} bytes)",
+            self.rows,
+            self.month,
+            self.seed,
+            self.path.display(),
+            self.bytes
+        )
     }
 }
 
 impl SynthArgs {
     /// Writes the file and returns what was written.
     pub fn write(&self) -> anyhow::Result<SynthSummary> {
-        let spec = SynthSpec { month: self.month.clone(), rows: self.rows, seed: self.seed };
+        let spec = SynthSpec {
+            month: self.month.clone(),
+            rows: self.rows,
+            seed: self.seed,
+        };
         write(&spec, &self.out).context("write synthetic data")?;
         Ok(SynthSummary {
             path: self.out.clone(),

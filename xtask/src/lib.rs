@@ -3,11 +3,19 @@
 
 pub mod bench;
 pub mod build;
+pub mod ci;
 pub mod config;
-pub mod data;
 pub mod ctx;
+pub mod daemon;
+pub mod data;
+pub mod esm;
+pub mod invoke;
+pub mod local;
 pub mod predict;
+pub mod registry;
 pub mod runs;
+pub mod runtime_api;
+pub mod tidy;
 pub mod tracking;
 pub mod train;
 pub mod util;

@@ -1,7 +1,6 @@
 //! `cargo xtask`: the one entry point for data, training, images, stacks, local emulation,
 //! end-to-end runs and monitoring. `main` parses and dispatches; each command lives in its own file.
 
-
 use clap::{Parser, Subcommand};
 
 use xtask::ctx::{Ctx, GlobalArgs};
@@ -27,10 +26,16 @@ enum Cmd {
     Predict(predict::PredictArgs),
     /// Benchmarks side by side with the Python baseline.
     Bench(bench::BenchArgs),
+    /// Run exactly what CI runs: fmt, clippy, tests, end-to-end.
+    Ci(ci::CiArgs),
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
     /// Training runs: list, show, alias (staging, production), and the prod gate.
     Runs(runs::RunsArgs),
+    /// Local AWS emulator: `local up|down|status|reset|poll`.
+    Local(local::LocalArgs),
+    /// Invoke the function once, locally (Runtime API emulator) or with --remote on AWS.
+    Invoke(invoke::InvokeArgs),
 }
 
 #[tokio::main]
@@ -53,7 +58,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Train(args) => args.run(&ctx).await,
         Cmd::Predict(args) => args.run(&ctx).await,
         Cmd::Bench(args) => args.run(&ctx).await,
+        Cmd::Ci(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
         Cmd::Runs(args) => args.run(&ctx).await,
+        Cmd::Local(args) => args.run(&ctx).await,
+        Cmd::Invoke(args) => args.run(&ctx).await,
     }
 }

@@ -29,19 +29,27 @@ pub struct Prediction {
 
 impl std::fmt::Display for Prediction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.4} minutes (model {})", self.ride_duration, self.model_version)
+        write!(
+            f,
+            "{:.4} minutes (model {})",
+            self.ride_duration, self.model_version
+        )
     }
 }
 
 impl PredictArgs {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let model = Model::load(&self.model).with_context(|| format!("load model {}", self.model.display()))?;
+        let model = Model::load(&self.model)
+            .with_context(|| format!("load model {}", self.model.display()))?;
         let ride: Ride = serde_json::from_str(&self.ride).with_context(|| {
             format!(
                 "--ride `{}` is not a ride: expected {{\"PULocationID\": <int>, \"DOLocationID\": <int>, \"trip_distance\": <miles>}}",
                 self.ride
             )
         })?;
-        ctx.emit(&Prediction { ride_duration: model.predict(&ride), model_version: model.version().to_string() })
+        ctx.emit(&Prediction {
+            ride_duration: model.predict(&ride),
+            model_version: model.version().to_string(),
+        })
     }
 }

@@ -70,17 +70,32 @@ impl std::fmt::Display for TrainSummary {
         writeln!(
             f,
             "train: {} rows read, {} kept (dropped: {} null, {} too short, {} too long, {} bad zone)",
-            c.rows_read, c.rows_kept, c.dropped_null, c.dropped_too_short, c.dropped_too_long, c.dropped_bad_zone
+            c.rows_read,
+            c.rows_kept,
+            c.dropped_null,
+            c.dropped_too_short,
+            c.dropped_too_long,
+            c.dropped_bad_zone
         )?;
         if let Some(v) = &self.val_cleaning {
             writeln!(f, "val:   {} rows read, {} kept", v.rows_read, v.rows_kept)?;
         }
         writeln!(f, "features: {}", self.n_features)?;
-        writeln!(f, "train: RMSE {:.6}  MAE {:.6}  R² {:.6}", self.rmse_train, self.mae_train, self.r2_train)?;
+        writeln!(
+            f,
+            "train: RMSE {:.6}  MAE {:.6}  R² {:.6}",
+            self.rmse_train, self.mae_train, self.r2_train
+        )?;
         if let (Some(r), Some(m), Some(r2)) = (self.rmse_val, self.mae_val, self.r2_val) {
             writeln!(f, "val:   RMSE {r:.6}  MAE {m:.6}  R² {r2:.6}")?;
         }
-        write!(f, "model {} written to {} ({:.2} s)", self.version, self.artifact.display(), self.seconds)?;
+        write!(
+            f,
+            "model {} written to {} ({:.2} s)",
+            self.version,
+            self.artifact.display(),
+            self.seconds
+        )?;
         if let Some(run) = &self.run {
             write!(f, "\n{run}")?;
         }
@@ -97,7 +112,10 @@ impl TrainArgs {
             params: TrainParams {
                 features: FeatureSpec::parse(&self.features)?,
                 ridge_alpha: self.ridge,
-                clean: CleanOptions { min_minutes: self.min_duration, max_minutes: self.max_duration },
+                clean: CleanOptions {
+                    min_minutes: self.min_duration,
+                    max_minutes: self.max_duration,
+                },
             },
             git_commit: git_commit(&ctx.root),
         })
@@ -108,11 +126,24 @@ impl TrainArgs {
         // Track the exact bytes on disk, so the run's artifact is the file deploy would upload.
         let bytes = std::fs::read(&summary.artifact)
             .with_context(|| format!("read back {}", summary.artifact.display()))?;
-        let paths = |p: &[PathBuf]| p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
-        let params = BTreeMap::from([("train_paths".to_string(), paths(&self.train)), ("val_paths".to_string(), paths(&self.val))]);
+        let paths = |p: &[PathBuf]| {
+            p.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let params = BTreeMap::from([
+            ("train_paths".to_string(), paths(&self.train)),
+            ("val_paths".to_string(), paths(&self.val)),
+        ]);
         let run = record_training_run(ctx, &artifact, &bytes, &params)
             .await
-            .with_context(|| format!("the artifact is written to {}, but tracking failed", summary.artifact.display()))?;
+            .with_context(|| {
+                format!(
+                    "the artifact is written to {}, but tracking failed",
+                    summary.artifact.display()
+                )
+            })?;
         summary.run = Some(run);
         ctx.emit(&summary)
     }
@@ -125,7 +156,10 @@ impl TrainArgs {
         let outcome = job.run().context("train the model")?;
         spinner.finish_and_clear();
         let artifact = outcome.artifact;
-        let path = self.out.join(&artifact.version).join(model::artifact::FILE_NAME);
+        let path = self
+            .out
+            .join(&artifact.version)
+            .join(model::artifact::FILE_NAME);
         artifact.save(&path).context("write the model artifact")?;
         let m = &artifact.metadata;
         let val = m.val_metrics;

@@ -21,7 +21,9 @@ fn main() -> ExitCode {
                 target = None;
             }
             a if a.starts_with("--") => {
-                eprintln!("unknown flag {a}: usage: taxi-train --train FILE... [--val FILE...] [--out DIR]");
+                eprintln!(
+                    "unknown flag {a}: usage: taxi-train --train FILE... [--val FILE...] [--out DIR]"
+                );
                 return ExitCode::from(2);
             }
             a => match target.as_deref_mut() {
@@ -34,17 +36,20 @@ fn main() -> ExitCode {
         }
         i += 1;
     }
-    let job = TrainJob { train, val, params: TrainParams::default(), git_commit: None };
+    let job = TrainJob {
+        train,
+        val,
+        params: TrainParams::default(),
+        git_commit: None,
+    };
     match job.run() {
         Ok(outcome) => {
             let a = &outcome.artifact;
             let m = &a.metadata;
             let artifact = out.map(|dir| dir.join(&a.version).join(model::artifact::FILE_NAME));
-            if let Some(path) = &artifact {
-                if let Err(e) = a.save(path) {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
+            if let Some(Err(e)) = artifact.as_ref().map(|path| a.save(path)) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
             }
             let summary = serde_json::json!({
                 "train_rows": outcome.train_report.rows_read,
