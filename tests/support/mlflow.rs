@@ -1,7 +1,7 @@
 //! Test harness: one real MLflow tracking server per test process, on a free loopback port, with
 //! a SQLite backend and proxied artifacts in a scratch directory.
 //!
-//! Include it next to the moto harness, whose `cache_dir` and `free_port` it reuses:
+//! Include it next to the moto harness, whose `tool_bin`, `free_port` and `http` it reuses:
 //! ```ignore
 //! #[path = "../../../tests/support/moto.rs"] mod moto;
 //! #[path = "../../../tests/support/mlflow.rs"] mod mlflow;
@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::moto::{cache_dir, free_port, http};
+use super::moto::{free_port, http, tool_bin};
 
 /// A running MLflow tracking server.
 pub struct Mlflow {
@@ -30,24 +30,7 @@ pub struct Mlflow {
 }
 
 fn mlflow_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MLFLOW_BIN") {
-        return PathBuf::from(p);
-    }
-    let venv = cache_dir().join("venvs/mlflow/bin/mlflow");
-    if venv.exists() {
-        return venv;
-    }
-    if let Some(p) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("mlflow"))
-            .find(|p| p.exists())
-    }) {
-        return p;
-    }
-    panic!(
-        "mlflow not found: run `bash tools/setup.sh` to install it into {}, or set MLFLOW_BIN",
-        cache_dir().join("venvs/mlflow").display()
-    )
+    tool_bin("MLFLOW_BIN", "mlflow", "mlflow", "bash tools/setup.sh")
 }
 
 /// Removes the scratch directories of test processes that are gone.
