@@ -23,6 +23,8 @@ use super::{
 const MODEL_DIR: &str = "model";
 /// MLflow's `log-batch` takes at most 100 params and 100 tags (and 1000 metrics) per call.
 const BATCH: usize = 100;
+/// MLflow's limit on a param value's length.
+const PARAM_MAX_CHARS: usize = 6000;
 
 /// Credentials for a server behind authentication.
 #[derive(Debug, Clone, PartialEq)]
@@ -512,7 +514,13 @@ impl MlflowTracker {
         artifact_bytes: &[u8],
     ) -> anyhow::Result<String> {
         let ts = now_ms();
-        let params = kv(&input.params);
+        // MLflow refuses param values over 6000 characters (a long list of data files, say).
+        let params: BTreeMap<String, String> = input
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.chars().take(PARAM_MAX_CHARS).collect()))
+            .collect();
+        let params = kv(&params);
         let metrics: Vec<Value> = input
             .metrics
             .iter()

@@ -238,6 +238,14 @@ async fn mlflow_run_reads_back_through_the_rest_api() {
     // MLflow's internal tags stay out of the listing, the commit stays in.
     assert!(!shown.tags.contains_key("mlflow.runName"));
     assert_eq!(shown.tags["mlflow.source.git.commit"], "feedc0de");
+
+    // A param longer than MLflow accepts is cut to its limit rather than failing the run.
+    let long = BTreeMap::from([("train_paths".to_string(), "x".repeat(7000))]);
+    let input = RunInput::new(&a, &long, "dev", None);
+    let rec3 = tracker.record(&input, &bytes).await.unwrap();
+    let run3 = rest_json(&format!("/api/2.0/mlflow/runs/get?run_id={}", rec3.run_id)).await;
+    let params3 = pairs(&run3["run"]["data"]["params"]);
+    assert_eq!(params3["train_paths"].as_str().unwrap().len(), 6000);
 }
 
 #[tokio::test]
