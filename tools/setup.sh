@@ -14,6 +14,7 @@ venv() { # name requirements-file
 }
 
 venv moto tools/requirements-moto.txt
+venv mlflow tools/requirements-mlflow.txt
 
 # The Python baseline for side-by-side benchmarks, when ../shared is beside the clone.
 if [ -f ../shared/reference/requirements.txt ]; then

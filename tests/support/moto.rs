@@ -33,24 +33,35 @@ pub fn cache_dir() -> PathBuf {
     base.join("taxi-duration")
 }
 
-fn moto_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOTO_SERVER_BIN") {
+/// A tool's binary: `$<var>`, else `<bin>` in the project's venv `<venv>`, else on `PATH`.
+/// Panics with the command that installs it.
+pub fn tool_bin(var: &str, venv: &str, bin: &str, install: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
         return PathBuf::from(p);
     }
-    let venv = cache_dir().join("venvs/moto/bin/moto_server");
-    if venv.exists() {
-        return venv;
+    let in_venv = cache_dir().join("venvs").join(venv).join("bin").join(bin);
+    if in_venv.exists() {
+        return in_venv;
     }
     if let Some(p) = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|d| d.join("moto_server"))
+            .map(|d| d.join(bin))
             .find(|p| p.exists())
     }) {
         return p;
     }
     panic!(
-        "moto_server not found: run `bash .ci/run` (or `cargo xtask local up`) to install it into {}, or set MOTO_SERVER_BIN",
-        cache_dir().join("venvs/moto").display()
+        "{bin} not found: run `{install}` to install it into {}, or set {var}",
+        cache_dir().join("venvs").join(venv).display()
+    )
+}
+
+fn moto_bin() -> PathBuf {
+    tool_bin(
+        "MOTO_SERVER_BIN",
+        "moto",
+        "moto_server",
+        "bash .ci/run` (or `cargo xtask local up",
     )
 }
 

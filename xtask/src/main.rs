@@ -34,6 +34,8 @@ enum Cmd {
     Build(build::BuildArgs),
     /// Build the Lambda container image, or push it to the environment's registry.
     Image(image::ImageArgs),
+    /// Training runs: list, show, alias (staging, production), and the prod gate.
+    Runs(runs::RunsArgs),
     /// Local AWS emulator: `local up|down|status|reset|poll`.
     Local(local::LocalArgs),
     /// Invoke the function once, locally (Runtime API emulator) or with --remote on AWS.
@@ -74,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::E2e(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
         Cmd::Image(args) => args.run(&ctx).await,
+        Cmd::Runs(args) => args.run(&ctx).await,
         Cmd::Local(args) => args.run(&ctx).await,
         Cmd::Invoke(args) => args.run(&ctx).await,
         Cmd::Deploy(args) => args.run(&ctx).await,

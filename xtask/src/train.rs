@@ -1,5 +1,6 @@
 //! `cargo xtask train`: read, clean, fit, evaluate and write a versioned model artifact.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use model::{Artifact, FeatureSpec};
 use serde::Serialize;
 
 use crate::ctx::Ctx;
+use crate::tracking::{RunRecord, record_training_run};
 use crate::util::git_commit;
 
 /// Train the ride-duration model.
@@ -58,6 +60,8 @@ pub struct TrainSummary {
     pub train_cleaning: CleanReport,
     pub val_cleaning: Option<CleanReport>,
     pub seconds: f64,
+    /// The tracked run (MLflow or the local run store), once recorded.
+    pub run: Option<RunRecord>,
 }
 
 impl std::fmt::Display for TrainSummary {
@@ -91,7 +95,11 @@ impl std::fmt::Display for TrainSummary {
             self.version,
             self.artifact.display(),
             self.seconds
-        )
+        )?;
+        if let Some(run) = &self.run {
+            write!(f, "\n{run}")?;
+        }
+        Ok(())
     }
 }
 
@@ -114,7 +122,29 @@ impl TrainArgs {
     }
 
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let (summary, _artifact) = self.train(ctx)?;
+        let (mut summary, artifact) = self.train(ctx)?;
+        // Track the exact bytes on disk, so the run's artifact is the file deploy would upload.
+        let bytes = std::fs::read(&summary.artifact)
+            .with_context(|| format!("read back {}", summary.artifact.display()))?;
+        let paths = |p: &[PathBuf]| {
+            p.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let params = BTreeMap::from([
+            ("train_paths".to_string(), paths(&self.train)),
+            ("val_paths".to_string(), paths(&self.val)),
+        ]);
+        let run = record_training_run(ctx, &artifact, &bytes, &params)
+            .await
+            .with_context(|| {
+                format!(
+                    "the artifact is written to {}, but tracking failed",
+                    summary.artifact.display()
+                )
+            })?;
+        summary.run = Some(run);
         ctx.emit(&summary)
     }
 
@@ -150,6 +180,7 @@ impl TrainArgs {
             train_cleaning: outcome.train_report,
             val_cleaning: outcome.val_report,
             seconds: started.elapsed().as_secs_f64(),
+            run: None,
         };
         Ok((summary, artifact))
     }

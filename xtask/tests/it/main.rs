@@ -1,6 +1,8 @@
-//! xtask's integration tests: one binary, real moto (tests/support/moto.rs), real Docker, a real
-//! registry, real processes.
+//! xtask's integration tests: one binary, real moto (tests/support/moto.rs), real MLflow, real
+//! Docker, a real registry, real PostgreSQL, real processes.
 
+#[path = "../../../tests/support/mlflow.rs"]
+mod mlflow;
 #[path = "../../../tests/support/moto.rs"]
 mod moto;
 
@@ -18,3 +20,4 @@ mod monitor_data;
 mod monitor_golden;
 mod monitor_pg;
 mod monitor_real;
+mod tracking;
