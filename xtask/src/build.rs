@@ -72,7 +72,8 @@ pub fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-/// Builds the static `bootstrap` binary and returns where it is. `release` selects the profile.
+/// Builds the static `bootstrap` binary and returns where it is. `release` selects the size-optimised
+/// `lambda` profile (reported as "release"), else the dev profile.
 pub fn build_lambda(root: &Path, release: bool) -> anyhow::Result<BuiltBinary> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -86,7 +87,7 @@ pub fn build_lambda(root: &Path, release: bool) -> anyhow::Result<BuiltBinary> {
         LAMBDA_TARGET,
     ]);
     if release {
-        cmd.arg("--release");
+        cmd.args(["--profile", "lambda"]);
     }
     // Only target artifacts get crt-static; build scripts and proc macros stay dynamic.
     cmd.env(

@@ -83,10 +83,22 @@ impl std::fmt::Display for E2eReport {
         writeln!(
             f,
             "records in: {} ({} valid, {} invalid); out: {} predictions, {} dead-lettered",
-            self.events_in, self.valid_in, self.invalid_in, self.predictions_out, self.dead_lettered_out
+            self.events_in,
+            self.valid_in,
+            self.invalid_in,
+            self.predictions_out,
+            self.dead_lettered_out
         )?;
-        writeln!(f, "largest |prediction - offline prediction|: {:.3e}", self.max_abs_error)?;
-        write!(f, "function ran as {}; model {}; total {:.1} s", self.function_mode, self.model_version, self.seconds)
+        writeln!(
+            f,
+            "largest |prediction - offline prediction|: {:.3e}",
+            self.max_abs_error
+        )?;
+        write!(
+            f,
+            "function ran as {}; model {}; total {:.1} s",
+            self.function_mode, self.model_version, self.seconds
+        )
     }
 }
 
@@ -126,8 +138,14 @@ impl Timer<'_> {
     {
         self.ctx.note(format!("==> e2e step {name}"));
         let started = Instant::now();
-        let (value, detail) = fut.await.with_context(|| format!("e2e step `{name}` failed"))?;
-        self.report.steps.push(StepTime { step: name.into(), seconds: started.elapsed().as_secs_f64(), detail });
+        let (value, detail) = fut
+            .await
+            .with_context(|| format!("e2e step `{name}` failed"))?;
+        self.report.steps.push(StepTime {
+            step: name.into(),
+            seconds: started.elapsed().as_secs_f64(),
+            detail,
+        });
         Ok(value)
     }
 }
@@ -141,11 +159,17 @@ impl E2eArgs {
     /// Runs the flow and returns the summary; any failure names its step.
     pub async fn execute(&self, ctx: &Ctx) -> anyhow::Result<E2eReport> {
         let started = Instant::now();
-        let mut report = E2eReport { environment: ctx.env.name.clone(), ..Default::default() };
+        let mut report = E2eReport {
+            environment: ctx.env.name.clone(),
+            ..Default::default()
+        };
         let work = ctx.cache.join("e2e").join(&ctx.env.name);
         std::fs::create_dir_all(&work)?;
         let local = ctx.env.target == Target::Local && ctx.endpoint_override.is_none();
-        let mut t = Timer { report: &mut report, ctx };
+        let mut t = Timer {
+            report: &mut report,
+            ctx,
+        };
 
         // 1. The emulator.
         let started_emulator = if local {
@@ -154,7 +178,10 @@ impl E2eArgs {
                 let opts = crate::local::UpOptions {
                     cache: ctx.cache.clone(),
                     root: ctx.root.clone(),
-                    port: std::env::var("TAXI_LOCAL_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(4566),
+                    port: std::env::var("TAXI_LOCAL_PORT")
+                        .ok()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(4566),
                     endpoint: None,
                     registry: true,
                     registry_port: None,
@@ -172,17 +199,30 @@ impl E2eArgs {
         let (train, val) = t
             .step("data", async {
                 if !self.train.is_empty() && !self.val.is_empty() {
-                    return Ok(((self.train.clone(), self.val.clone()), "given files".to_string()));
+                    return Ok((
+                        (self.train.clone(), self.val.clone()),
+                        "given files".to_string(),
+                    ));
                 }
                 let mk = |month: &str, seed: u64| -> anyhow::Result<PathBuf> {
-                    let out = work.join(format!("synthetic-{month}-{}-{seed}.parquet", self.synthetic_rows));
+                    let out = work.join(format!(
+                        "synthetic-{month}-{}-{seed}.parquet",
+                        self.synthetic_rows
+                    ));
                     if !out.exists() {
-                        let spec = model::synth::SynthSpec { month: month.into(), rows: self.synthetic_rows, seed };
+                        let spec = model::synth::SynthSpec {
+                            month: month.into(),
+                            rows: self.synthetic_rows,
+                            seed,
+                        };
                         model::synth::write(&spec, &out)?;
                     }
                     Ok(out)
                 };
-                Ok(((vec![mk("2021-01", 1)?], vec![mk("2021-02", 2)?]), format!("synthetic, {} rows a month", self.synthetic_rows)))
+                Ok((
+                    (vec![mk("2021-01", 1)?], vec![mk("2021-02", 2)?]),
+                    format!("synthetic, {} rows a month", self.synthetic_rows),
+                ))
             })
             .await?;
 
@@ -214,18 +254,26 @@ impl E2eArgs {
         let outputs = t
             .step("stack base", async {
                 let (outputs, _) = ensure_foundation(ctx).await?;
-                let detail = format!("bucket {}, repository {}", outputs.model_bucket, outputs.repository_name);
+                let detail = format!(
+                    "bucket {}, repository {}",
+                    outputs.model_bucket, outputs.repository_name
+                );
                 Ok((outputs, detail))
             })
             .await?;
         let image_uri = t
             .step("image", async {
-                let opts = ImageOptions { debug: self.debug, model_version: Some(model.version().to_string()), ..Default::default() };
+                let opts = ImageOptions {
+                    debug: self.debug,
+                    model_version: Some(model.version().to_string()),
+                    ..Default::default()
+                };
                 let built = build_image(ctx, &opts).await?;
                 let detail = format!("{} ({:.1} MB)", built.tag, built.size as f64 / 1e6);
                 let uri = if local {
                     let pushed = push_image(ctx, &built).await?;
-                    register_in_emulator_ecr(ctx, &pushed, &outputs.repository_name, &built.tag).await?;
+                    register_in_emulator_ecr(ctx, &pushed, &outputs.repository_name, &built.tag)
+                        .await?;
                     format!("{}:{}", outputs.repository_uri, built.tag)
                 } else {
                     push_image(ctx, &built).await?.uri_with_digest
@@ -236,7 +284,11 @@ impl E2eArgs {
         let (image_uri, local_image) = image_uri;
         let deployed = t
             .step("deploy", async {
-                let args = DeployArgs { image_uri: Some(image_uri.clone()), model_file: Some(artifact_path.clone()), ..Default::default() };
+                let args = DeployArgs {
+                    image_uri: Some(image_uri.clone()),
+                    model_file: Some(artifact_path.clone()),
+                    ..Default::default()
+                };
                 let r = deploy(ctx, &args).await?;
                 let outputs = r.outputs.clone().context("deploy returned no outputs")?;
                 Ok((outputs, format!("{:?}", r.status).to_lowercase()))
@@ -248,12 +300,18 @@ impl E2eArgs {
             .step("put events", async {
                 let events = make_events(&val, self.events, &model)?;
                 put_events(ctx, &deployed.input_stream, &events).await?;
-                let invalid = events.iter().filter(|e| matches!(e.expect, Expect::DeadLetter { .. })).count();
+                let invalid = events
+                    .iter()
+                    .filter(|e| matches!(e.expect, Expect::DeadLetter { .. }))
+                    .count();
                 Ok((events, format!("{} events, {invalid} invalid", self.events)))
             })
             .await?;
         t.report.events_in = events.len();
-        t.report.invalid_in = events.iter().filter(|e| matches!(e.expect, Expect::DeadLetter { .. })).count();
+        t.report.invalid_in = events
+            .iter()
+            .filter(|e| matches!(e.expect, Expect::DeadLetter { .. }))
+            .count();
         t.report.valid_in = events.len() - t.report.invalid_in;
 
         // 8. The function, driven by the event-source emulator (locally) or by Lambda (AWS).
@@ -261,9 +319,15 @@ impl E2eArgs {
             let container = !self.no_container && crate::image::docker().await.is_ok();
             t.report.function_mode = if container { "container" } else { "process" }.into();
             t.step("function", async {
-                let model_location = deployed.model_location.clone().context("the stack sets no MODEL_LOCATION")?;
+                let model_location = deployed
+                    .model_location
+                    .clone()
+                    .context("the stack sets no MODEL_LOCATION")?;
                 let args = FunctionArgs {
-                    model: ModelArgs { model_location: Some(model_location), ..Default::default() },
+                    model: ModelArgs {
+                        model_location: Some(model_location),
+                        ..Default::default()
+                    },
                     image: container.then(|| local_image.clone()),
                     bootstrap: None,
                 };
@@ -272,7 +336,10 @@ impl E2eArgs {
                 let drained = crate::esm::drain(&ctx.aws().await?, &host, &opts).await;
                 host.shutdown().await;
                 let drained = drained?;
-                ensure!(drained.records_to_destination == 0 && drained.records_discarded == 0, "records were given up on: {drained}");
+                ensure!(
+                    drained.records_to_destination == 0 && drained.records_discarded == 0,
+                    "records were given up on: {drained}"
+                );
                 Ok(((), drained.to_string()))
             })
             .await?;
@@ -281,11 +348,18 @@ impl E2eArgs {
         }
 
         // 9-10. Read the outputs and check them.
-        let wait = if local { Duration::from_secs(5) } else { Duration::from_secs(300) };
+        let wait = if local {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(300)
+        };
         let (max_err, predictions, dead) = t
             .step("verify", async {
                 let r = verify(ctx, &deployed, &events, wait).await?;
-                let detail = format!("{} predictions, {} dead letters, max error {:.1e}", r.1, r.2, r.0);
+                let detail = format!(
+                    "{} predictions, {} dead letters, max error {:.1e}",
+                    r.1, r.2, r.0
+                );
                 Ok((r, detail))
             })
             .await?;
@@ -303,7 +377,15 @@ impl E2eArgs {
                 if started_emulator {
                     crate::local::down(&ctx.cache)?;
                 }
-                Ok(((), if started_emulator { "stack deleted, nothing left; emulator stopped" } else { "stack deleted, nothing left" }.to_string()))
+                Ok((
+                    (),
+                    if started_emulator {
+                        "stack deleted, nothing left; emulator stopped"
+                    } else {
+                        "stack deleted, nothing left"
+                    }
+                    .to_string(),
+                ))
             })
             .await?;
             t.report.torn_down = true;
@@ -315,8 +397,16 @@ impl E2eArgs {
 
 /// moto's Lambda records image URIs in its ECR; put the pushed manifest there under the tag, so
 /// that the stack's function points at an image that exists in the repository it names.
-async fn register_in_emulator_ecr(ctx: &Ctx, pushed: &crate::image::PushedImage, repository: &str, tag: &str) -> anyhow::Result<()> {
-    let url = format!("http://{}/v2/{}/manifests/{}", pushed.registry, pushed.repository, pushed.digest);
+async fn register_in_emulator_ecr(
+    ctx: &Ctx,
+    pushed: &crate::image::PushedImage,
+    repository: &str,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let url = format!(
+        "http://{}/v2/{}/manifests/{}",
+        pushed.registry, pushed.repository, pushed.digest
+    );
     let resp = reqwest::Client::new()
         .get(&url)
         .header(
@@ -327,13 +417,21 @@ async fn register_in_emulator_ecr(ctx: &Ctx, pushed: &crate::image::PushedImage,
         .await
         .with_context(|| format!("fetch the manifest from {url}"))?
         .error_for_status()?;
-    let media = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(String::from);
+    let media = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     let manifest = resp.text().await?;
     let ecr = aws_sdk_ecr::Client::new(&ctx.aws().await?);
     let exists = ecr
         .describe_images()
         .repository_name(repository)
-        .image_ids(aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(tag).build())
+        .image_ids(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_tag(tag)
+                .build(),
+        )
         .send()
         .await
         .is_ok();
@@ -353,25 +451,46 @@ async fn register_in_emulator_ecr(ctx: &Ctx, pushed: &crate::image::PushedImage,
 /// Valid rides drawn from the validation data, with a few invalid events mixed in (1 in 50).
 fn make_events(val: &[PathBuf], n: usize, model: &Model) -> anyhow::Result<Vec<Event>> {
     let (trips, _) = read_trips(val, &CleanOptions::default())?;
-    ensure!(!trips.is_empty(), "the validation data has no rides to send");
+    ensure!(
+        !trips.is_empty(),
+        "the validation data has no rides to send"
+    );
     let mut events = Vec::with_capacity(n);
     for i in 0..n {
         if i % 50 == 49 {
             let (data, kind) = invalid_event(i / 50);
-            events.push(Event { partition_key: format!("bad-{i}"), data, expect: Expect::DeadLetter { kind } });
+            events.push(Event {
+                partition_key: format!("bad-{i}"),
+                data,
+                expect: Expect::DeadLetter { kind },
+            });
             continue;
         }
         let t = i % trips.len();
-        let ride = Ride { pickup_hour: None, ..trips.ride(t) };
+        let ride = Ride {
+            pickup_hour: None,
+            ..trips.ride(t)
+        };
         // Ride ids are numbers, and every seventh a string, as producers send both.
-        let ride_id = if i % 7 == 0 { serde_json::json!(format!("ride-{i}")) } else { serde_json::json!(i) };
+        let ride_id = if i % 7 == 0 {
+            serde_json::json!(format!("ride-{i}"))
+        } else {
+            serde_json::json!(i)
+        };
         let data = serde_json::to_vec(&serde_json::json!({
             "ride": {"PULocationID": ride.pu_location_id, "DOLocationID": ride.do_location_id, "trip_distance": ride.trip_distance},
             "ride_id": ride_id,
             "source": "e2e",
         }))?;
         let key = id_key(&ride_id);
-        events.push(Event { partition_key: key.clone(), data, expect: Expect::Prediction { ride_id: key, offline: model.predict(&ride) } });
+        events.push(Event {
+            partition_key: key.clone(),
+            data,
+            expect: Expect::Prediction {
+                ride_id: key,
+                offline: model.predict(&ride),
+            },
+        });
     }
     Ok(events)
 }
@@ -389,10 +508,20 @@ async fn put_events(ctx: &Ctx, stream: &str, events: &[Event]) -> anyhow::Result
     for chunk in events.chunks(500) {
         let mut pending: Vec<PutRecordsRequestEntry> = chunk
             .iter()
-            .map(|e| PutRecordsRequestEntry::builder().data(Blob::new(e.data.clone())).partition_key(&e.partition_key).build())
+            .map(|e| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(e.data.clone()))
+                    .partition_key(&e.partition_key)
+                    .build()
+            })
             .collect::<Result<_, _>>()?;
         for attempt in 0..5 {
-            let out = kinesis.put_records().stream_name(stream).set_records(Some(pending.clone())).send().await?;
+            let out = kinesis
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(pending.clone()))
+                .send()
+                .await?;
             if out.failed_record_count().unwrap_or(0) == 0 {
                 pending.clear();
                 break;
@@ -405,14 +534,26 @@ async fn put_events(ctx: &Ctx, stream: &str, events: &[Event]) -> anyhow::Result
                 .collect();
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
         }
-        ensure!(pending.is_empty(), "{} events could not be put on {stream}", pending.len());
+        ensure!(
+            pending.is_empty(),
+            "{} events could not be put on {stream}",
+            pending.len()
+        );
     }
     Ok(())
 }
 
 /// Every record of a stream, from the start.
-pub async fn read_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let shards = kinesis.list_shards().stream_name(stream).send().await.with_context(|| format!("list shards of {stream}"))?;
+pub async fn read_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .with_context(|| format!("list shards of {stream}"))?;
     let mut out = Vec::new();
     for shard in shards.shards() {
         let mut iterator = kinesis
@@ -425,11 +566,21 @@ pub async fn read_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> any
             .shard_iterator()
             .map(String::from);
         while let Some(it) = iterator {
-            let page = kinesis.get_records().shard_iterator(it).limit(10_000).send().await?;
+            let page = kinesis
+                .get_records()
+                .shard_iterator(it)
+                .limit(10_000)
+                .send()
+                .await?;
             for r in page.records() {
-                out.push((r.partition_key().unwrap_or_default().to_string(), r.data().as_ref().to_vec()));
+                out.push((
+                    r.partition_key().unwrap_or_default().to_string(),
+                    r.data().as_ref().to_vec(),
+                ));
             }
-            if page.records().is_empty() || page.millis_behind_latest() == Some(0) && page.records().len() < 10_000 {
+            if page.records().is_empty()
+                || page.millis_behind_latest() == Some(0) && page.records().len() < 10_000
+            {
                 break;
             }
             iterator = page.next_shard_iterator().map(String::from);
@@ -454,7 +605,9 @@ async fn verify(
         let predictions = read_stream(&kinesis, &outputs.output_stream).await?;
         let dead = match DeadLetter::parse(&outputs.dead_letter)? {
             DeadLetter::Kinesis(stream) => read_stream(&kinesis, &stream).await?,
-            DeadLetter::S3 { bucket, prefix } => read_s3_dead_letters(ctx, &bucket, &prefix).await?,
+            DeadLetter::S3 { bucket, prefix } => {
+                read_s3_dead_letters(ctx, &bucket, &prefix).await?
+            }
         };
         if predictions.len() + dead.len() >= events.len() || Instant::now() >= deadline {
             break (predictions, dead);
@@ -477,42 +630,103 @@ async fn verify(
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut max_err: f64 = 0.0;
     for (key, data) in &predictions {
-        let v: serde_json::Value = serde_json::from_slice(data).context("a prediction record is not JSON")?;
-        ensure!(v["model"] == model::MODEL_NAME, "prediction record names model {}", v["model"]);
+        let v: serde_json::Value =
+            serde_json::from_slice(data).context("a prediction record is not JSON")?;
+        ensure!(
+            v["model"] == model::MODEL_NAME,
+            "prediction record names model {}",
+            v["model"]
+        );
         let id = id_key(&v["prediction"]["ride_id"]);
-        ensure!(&id == key, "prediction for ride {id} has partition key {key}");
-        let got = v["prediction"]["ride_duration"].as_f64().context("ride_duration is not a number")?;
-        let Some(offline) = expected.get(&id) else { bail!("a prediction for ride {id}, which was never sent") };
+        ensure!(
+            &id == key,
+            "prediction for ride {id} has partition key {key}"
+        );
+        let got = v["prediction"]["ride_duration"]
+            .as_f64()
+            .context("ride_duration is not a number")?;
+        let Some(offline) = expected.get(&id) else {
+            bail!("a prediction for ride {id}, which was never sent")
+        };
         max_err = max_err.max((got - offline).abs());
-        ensure!((got - offline).abs() <= 1e-9, "ride {id}: the function predicted {got}, the model offline {offline}");
+        ensure!(
+            (got - offline).abs() <= 1e-9,
+            "ride {id}: the function predicted {got}, the model offline {offline}"
+        );
         *seen.entry(id).or_default() += 1;
     }
     let missing: Vec<&String> = expected.keys().filter(|k| !seen.contains_key(*k)).collect();
-    ensure!(missing.is_empty(), "{} valid rides got no prediction, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    ensure!(
+        missing.is_empty(),
+        "{} valid rides got no prediction, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     let dupes: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    ensure!(dupes.is_empty(), "rides predicted more than once: {:?}", &dupes[..dupes.len().min(5)]);
+    ensure!(
+        dupes.is_empty(),
+        "rides predicted more than once: {:?}",
+        &dupes[..dupes.len().min(5)]
+    );
 
     let mut dead_seen = BTreeSet::new();
     for (key, data) in &dead {
-        let v: serde_json::Value = serde_json::from_slice(data).context("a dead-letter record is not JSON")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(data).context("a dead-letter record is not JSON")?;
         let pk = v["partition_key"].as_str().unwrap_or(key).to_string();
-        let Some(kind) = expected_dead.get(&pk) else { bail!("an unexpected dead letter for {pk}: {v}") };
-        ensure!(v["kind"] == *kind, "event {pk} dead-lettered as {} instead of {kind}", v["kind"]);
-        ensure!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "event {pk} dead-lettered without a reason");
-        ensure!(dead_seen.insert(pk.clone()), "event {pk} dead-lettered twice");
+        let Some(kind) = expected_dead.get(&pk) else {
+            bail!("an unexpected dead letter for {pk}: {v}")
+        };
+        ensure!(
+            v["kind"] == *kind,
+            "event {pk} dead-lettered as {} instead of {kind}",
+            v["kind"]
+        );
+        ensure!(
+            v["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "event {pk} dead-lettered without a reason"
+        );
+        ensure!(
+            dead_seen.insert(pk.clone()),
+            "event {pk} dead-lettered twice"
+        );
     }
-    ensure!(dead_seen.len() == expected_dead.len(), "{} of {} invalid events were dead-lettered", dead_seen.len(), expected_dead.len());
+    ensure!(
+        dead_seen.len() == expected_dead.len(),
+        "{} of {} invalid events were dead-lettered",
+        dead_seen.len(),
+        expected_dead.len()
+    );
     Ok((max_err, predictions.len(), dead.len()))
 }
 
-async fn read_s3_dead_letters(ctx: &Ctx, bucket: &str, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+async fn read_s3_dead_letters(
+    ctx: &Ctx,
+    bucket: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let s3 = ctx.s3().await?;
     let mut out = Vec::new();
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
         for obj in page?.contents() {
             let key = obj.key().unwrap_or_default().to_string();
-            let body = s3.get_object().bucket(bucket).key(&key).send().await?.body.collect().await?.into_bytes().to_vec();
+            let body = s3
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await?
+                .body
+                .collect()
+                .await?
+                .into_bytes()
+                .to_vec();
             out.push((key, body));
         }
     }
