@@ -66,6 +66,7 @@ impl ModelError {
         }
     }
 
+    #[cfg(feature = "train")]
     pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Self::Data {
             path: path.into(),
