@@ -39,6 +39,9 @@ pub struct BenchTrainArgs {
     /// Runs of each program per case; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Benchmark this training binary instead of building `taxi-train` in release.
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
     /// The TLC data directory (default: ../shared/data/tlc beside the repository).
     #[arg(long, env = "TAXI_TLC_DIR")]
     pub tlc_dir: Option<PathBuf>,
@@ -183,20 +186,25 @@ impl BenchTrainArgs {
                 script.display()
             );
         }
-        ctx.note("building the release training binary (cargo build --release -p taxi-duration-model --bin taxi-train)");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        run_cmd(Command::new(cargo).current_dir(&ctx.root).args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "taxi-duration-model",
-            "--features",
-            "train",
-            "--bin",
-            "taxi-train",
-        ]))?;
-        let ours = crate::build::target_dir(&ctx.root).join("release/taxi-train");
+        let ours = match &self.binary {
+            Some(path) => path.clone(),
+            None => {
+                ctx.note("building the release training binary (cargo build --release -p taxi-duration-model --bin taxi-train)");
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                run_cmd(Command::new(cargo).current_dir(&ctx.root).args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "--package",
+                    "taxi-duration-model",
+                    "--features",
+                    "train",
+                    "--bin",
+                    "taxi-train",
+                ]))?;
+                crate::build::target_dir(&ctx.root).join("release/taxi-train")
+            }
+        };
 
         let tlc = self
             .tlc_dir
