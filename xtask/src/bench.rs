@@ -124,6 +124,23 @@ fn measure(cmd: &mut Command) -> anyhow::Result<(f64, f64, String)> {
         .spawn()
         .with_context(|| format!("start {shown}"))?;
     let pid = child.id() as libc::pid_t;
+    // Peak memory: the child's own VmHWM, polled until it exits. (wait4's ru_maxrss would count
+    // the RSS of this process, which the child shares between fork and exec.)
+    let hwm = std::thread::spawn(move || {
+        let mut peak_kb = 0u64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let kb = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+            match kb {
+                Some(kb) => peak_kb = peak_kb.max(kb),
+                None => break,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        peak_kb
+    });
     let mut stdout = child.stdout.expect("piped");
     let mut stderr = child.stderr.expect("piped");
     let err_thread = std::thread::spawn(move || {
@@ -146,7 +163,8 @@ fn measure(cmd: &mut Command) -> anyhow::Result<(f64, f64, String)> {
     if !status.success() {
         bail!("{shown} failed with {status}: {err}");
     }
-    Ok((wall, usage.ru_maxrss as f64 / 1024.0, out))
+    let peak_kb = hwm.join().unwrap_or(0);
+    Ok((wall, peak_kb as f64 / 1024.0, out))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -282,24 +282,13 @@ impl E2eArgs {
             })
             .await?;
         let (image_uri, local_image) = image_uri;
-        let deployed = t
-            .step("deploy", async {
-                let args = DeployArgs {
-                    image_uri: Some(image_uri.clone()),
-                    model_file: Some(artifact_path.clone()),
-                    ..Default::default()
-                };
-                let r = deploy(ctx, &args).await?;
-                let outputs = r.outputs.clone().context("deploy returned no outputs")?;
-                Ok((outputs, format!("{:?}", r.status).to_lowercase()))
-            })
-            .await?;
-
-        // 7. Ride events.
+        // 7. Ride events, put before the function and its mapping exist: the mapping starts at
+        // TRIM_HORIZON, so they wait in the stream (and moto, which would try to run an image
+        // function itself on every put to a mapped stream, never sees a put after the mapping).
         let events = t
             .step("put events", async {
                 let events = make_events(&val, self.events, &model)?;
-                put_events(ctx, &deployed.input_stream, &events).await?;
+                put_events(ctx, &outputs.input_stream, &events).await?;
                 let invalid = events
                     .iter()
                     .filter(|e| matches!(e.expect, Expect::DeadLetter { .. }))
@@ -313,6 +302,24 @@ impl E2eArgs {
             .filter(|e| matches!(e.expect, Expect::DeadLetter { .. }))
             .count();
         t.report.valid_in = events.len() - t.report.invalid_in;
+
+        let deployed = t
+            .step("deploy", async {
+                let args = DeployArgs {
+                    image_uri: Some(image_uri.clone()),
+                    model_file: Some(artifact_path.clone()),
+                    ..Default::default()
+                };
+                let r = deploy(ctx, &args).await?;
+                let mut outputs = r.outputs.clone().context("deploy returned no outputs")?;
+                if let Some(m) = &r.model {
+                    outputs
+                        .model_location
+                        .get_or_insert_with(|| format!("s3://{}/{}", m.bucket, m.key));
+                }
+                Ok((outputs, format!("{:?}", r.status).to_lowercase()))
+            })
+            .await?;
 
         // 8. The function, driven by the event-source emulator (locally) or by Lambda (AWS).
         if local {
