@@ -96,9 +96,11 @@ pub fn build_lambda(root: &Path, release: bool) -> anyhow::Result<BuiltBinary> {
     );
     run_cmd(&mut cmd).context("build the lambda bootstrap binary")?;
     let profile = if release { "release" } else { "debug" };
+    // The size-optimised `lambda` profile writes to its own folder.
+    let dir = if release { "lambda" } else { "debug" };
     let path = target_dir(root)
         .join(LAMBDA_TARGET)
-        .join(profile)
+        .join(dir)
         .join("bootstrap");
     let bytes = std::fs::metadata(&path)
         .with_context(|| format!("built binary missing at {}", path.display()))?
