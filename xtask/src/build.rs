@@ -72,6 +72,16 @@ pub fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
+/// Where [`build_lambda`] leaves the binary: the size-optimised `lambda` profile writes to its own
+/// folder.
+pub fn bootstrap_path(root: &Path, release: bool) -> PathBuf {
+    let dir = if release { "lambda" } else { "debug" };
+    target_dir(root)
+        .join(LAMBDA_TARGET)
+        .join(dir)
+        .join("bootstrap")
+}
+
 /// Builds the static `bootstrap` binary and returns where it is. `release` selects the size-optimised
 /// `lambda` profile (reported as "release"), else the dev profile.
 pub fn build_lambda(root: &Path, release: bool) -> anyhow::Result<BuiltBinary> {
@@ -96,12 +106,7 @@ pub fn build_lambda(root: &Path, release: bool) -> anyhow::Result<BuiltBinary> {
     );
     run_cmd(&mut cmd).context("build the lambda bootstrap binary")?;
     let profile = if release { "release" } else { "debug" };
-    // The size-optimised `lambda` profile writes to its own folder.
-    let dir = if release { "lambda" } else { "debug" };
-    let path = target_dir(root)
-        .join(LAMBDA_TARGET)
-        .join(dir)
-        .join("bootstrap");
+    let path = bootstrap_path(root, release);
     let bytes = std::fs::metadata(&path)
         .with_context(|| format!("built binary missing at {}", path.display()))?
         .len();

@@ -166,10 +166,7 @@ async fn assert_contract(docker: &Docker, ctx: &Ctx, built: &BuiltImage, model_v
     let bundle = file_in_image(docker, &built.id, image::CA_BUNDLE).await;
     assert_eq!(bundle, std::fs::read(image::CA_BUNDLE).unwrap());
     let bootstrap = file_in_image(docker, &built.id, "/bootstrap").await;
-    let on_disk = xtask::build::target_dir(&ctx.root)
-        .join(xtask::build::LAMBDA_TARGET)
-        .join(&built.profile)
-        .join("bootstrap");
+    let on_disk = xtask::build::bootstrap_path(&ctx.root, built.profile == "release");
     assert_eq!(sha256(&bootstrap), sha256(&std::fs::read(on_disk).unwrap()));
 }
 
