@@ -97,6 +97,9 @@ pub struct Ctx {
     pub root: PathBuf,
     /// A cache directory outside the clone: venvs, emulator state, local runs.
     pub cache: PathBuf,
+    /// The local run store's directory, instead of `TAXI_RUNS_DIR` or `<root>/runs` (tests and
+    /// callers that keep their own store).
+    pub runs_dir: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -112,6 +115,7 @@ impl Ctx {
             endpoint_override: args.endpoint_url.clone().filter(|s| !s.is_empty()),
             root,
             cache: cache_dir(),
+            runs_dir: None,
         })
     }
 

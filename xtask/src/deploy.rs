@@ -16,7 +16,9 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::ctx::Ctx;
+use crate::image::{ImageOptions, PublishedImage};
 use crate::stack::{self, Plan, Release, ServiceOutputs};
+use crate::tracking::{self, AliasSet, GateReport, ModelSpec};
 
 /// Which tool deploys the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, Serialize)]
@@ -35,10 +37,17 @@ pub struct DeployArgs {
     /// Which tool deploys the stack.
     #[arg(long, value_enum, default_value_t)]
     pub engine: Engine,
-    /// The function's image in this environment's repository (`<repository uri>:<tag>` or `@sha256:...`).
-    /// Without it the deployed image is kept.
-    #[arg(long)]
+    /// The function's image in this environment's repository (`<repository uri>:<tag>` or
+    /// `@sha256:...`). Without it (and without --keep-image) deploy builds the image from this
+    /// checkout and pushes it; a tag the registry already holds is not pushed again.
+    #[arg(long, conflicts_with = "keep_image")]
     pub image_uri: Option<String>,
+    /// Keep the deployed image instead of building one.
+    #[arg(long)]
+    pub keep_image: bool,
+    /// When deploy builds the image: a dev-profile `bootstrap` (faster to build, larger).
+    #[arg(long)]
+    pub debug_image: bool,
     /// A model artifact to upload to `s3://<bucket>/<model_prefix>/<run id>/model.json`; the run id
     /// is --run-id or else the artifact's version.
     #[arg(long, conflicts_with = "model_location")]
@@ -49,31 +58,43 @@ pub struct DeployArgs {
     /// The run id of a model already uploaded (or the run id to upload --model-file under).
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Shorthand for the three above: a local artifact path, `run:<id>` or `s3://...`.
+    /// The model to deploy: `alias:<name>` (e.g. alias:staging), `run:<id>` or `version:<n>` from
+    /// the run store or MLflow registry, `file:<path>` (or a bare path), or an uploaded `s3://...`.
+    /// Without any model flag the deployed model is kept.
     #[arg(long, conflicts_with_all = ["model_file", "model_location", "run_id"])]
     pub model: Option<String>,
+    /// Deploy to prod even when the promotion gate refuses the model.
+    #[arg(long)]
+    pub force: bool,
+    /// Leave the environment's alias (stg: `staging`, prod: `production`) where it is.
+    #[arg(long)]
+    pub no_promote: bool,
 }
 
 impl DeployArgs {
-    /// Expands `--model` into --model-file, --run-id or --model-location.
+    /// Expands `--model file:<path>`, a bare path and `s3://...` into --model-file and
+    /// --model-location; registry specs (`alias:`, `run:`, `version:`) stay in `model`.
     pub fn resolved(&self) -> anyhow::Result<Self> {
         let mut out = self.clone();
         let Some(spec) = out.model.take() else {
             return Ok(out);
         };
-        if let Some(id) = spec.strip_prefix("run:") {
-            out.run_id = Some(id.to_string());
-        } else if spec.starts_with("s3://") {
+        if spec.starts_with("s3://") {
             out.model_location = Some(spec);
-        } else if let Some(alias) = spec.strip_prefix("alias:") {
-            bail!(
-                "--model {spec}: model aliases such as `{alias}` live in the MLflow registry, which deploy does not \
-                 read yet; pass --model run:<id> (or --model-file <artifact>) instead"
-            );
-        } else {
+        } else if !spec.contains(':') {
             out.model_file = Some(PathBuf::from(spec));
+        } else {
+            match ModelSpec::parse(&spec)? {
+                ModelSpec::File(path) => out.model_file = Some(path),
+                _ => out.model = Some(spec),
+            }
         }
         Ok(out)
+    }
+
+    /// The registry spec left after [`DeployArgs::resolved`], if any.
+    fn registry_spec(&self) -> anyhow::Result<Option<ModelSpec>> {
+        self.model.as_deref().map(ModelSpec::parse).transpose()
     }
 }
 
@@ -122,6 +143,15 @@ pub struct DeployReport {
     pub plans: Vec<Plan>,
     pub model: Option<ModelRef>,
     pub image_uri: Option<String>,
+    /// The image deploy built and pushed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<PublishedImage>,
+    /// The promotion gate's verdict (prod, when a model was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateReport>,
+    /// The alias moved to the deployed model (stg: `staging`, prod: `production`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<AliasSet>,
     pub outputs: Option<ServiceOutputs>,
 }
 
@@ -134,9 +164,18 @@ impl fmt::Display for DeployReport {
             DeployStatus::Planned => "planned (dry run, nothing changed)",
         };
         writeln!(f, "deploy {}: {what}", self.environment)?;
+        if let Some(g) = &self.gate {
+            writeln!(f, "{g}")?;
+        }
         if let Some(m) = &self.model {
             let up = if m.uploaded { " (uploaded)" } else { "" };
             writeln!(f, "model: s3://{}/{}{up}", m.bucket, m.key)?;
+        }
+        if let Some(i) = &self.image {
+            writeln!(f, "{i}")?;
+        }
+        if let Some(a) = &self.alias {
+            writeln!(f, "{a}")?;
         }
         if let Some(o) = &self.outputs {
             write!(f, "{o}")?;
@@ -192,11 +231,10 @@ pub async fn ensure_foundation(ctx: &Ctx) -> anyhow::Result<(ServiceOutputs, Opt
 
 /// Deploys `ctx.env`'s stack by CloudFormation: see the module docs for the order.
 /// Honours `ctx.dry_run` (prints the change sets, changes nothing) and asks `ctx.confirm` in prod.
+/// In prod the promotion gate runs first; after a deploy the environment's alias moves to the
+/// deployed run (unless `--no-promote`).
 pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport> {
     let args = &args.resolved()?;
-    if ctx.env.name == "prod" {
-        ctx.confirm("deploy the service")?;
-    }
     if let Some(loc) = &args.model_location
         && !loc.starts_with("s3://")
     {
@@ -204,9 +242,23 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
             "--model-location {loc} is not an s3:// location: give s3://<bucket>/<key>, or use --model-file"
         );
     }
+    // The configuration is checked against the template's constraints, and the model found,
+    // verified and (in prod) gated, before anything is built or changed.
+    let template = stack::template_body(&ctx.root)?;
+    stack::validate_parameters(
+        &template,
+        &stack::parameters(&ctx.env, &Release::default())?,
+    )?;
+    let (candidate, args) = &resolve_candidate(ctx, args).await?;
+    let mut gate = match candidate {
+        Some(c) => gate_in_prod(ctx, c, args.force).await?,
+        None => None,
+    };
+    if ctx.env.name == "prod" {
+        ctx.confirm("deploy the service")?;
+    }
     let sdk = ctx.aws().await?;
     let cf = stack::client(&sdk);
-    let template = stack::template_body(&ctx.root)?;
     let mut plans = Vec::new();
     let existed = stack::describe_stack(&cf, &ctx.env.stack_name)
         .await?
@@ -219,17 +271,29 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
         stack::discard(&cf, &plan).await?;
         ctx.note("then: upload the model to the new bucket, push the image, and add the function in a second change set");
         plans.push(plan);
-        return Ok(report(ctx, DeployStatus::Planned, plans, None, None, None));
+        let mut r = report(ctx, DeployStatus::Planned, plans, None, None, None);
+        r.gate = gate;
+        return Ok(r);
     }
 
     let (outputs, foundation) = ensure_foundation(ctx).await?;
     plans.extend(foundation);
 
-    let model = resolve_model(ctx, &sdk, &outputs, args).await?;
-    let image_uri = resolve_image(ctx, &outputs, args).await?;
-    check_image_belongs_here(&image_uri, &outputs)?;
+    let model = place_model(ctx, &sdk, &outputs, args, candidate.as_ref()).await?;
+    if gate.is_none()
+        && candidate.is_none()
+        && (args.run_id.is_some() || args.model_location.is_some())
+    {
+        // A model named by its upload: gate what is in the bucket.
+        let uploaded = fetch_uploaded(&sdk, &model.reference).await?;
+        gate = gate_in_prod(ctx, &uploaded, args.force).await?;
+    }
+    let (image_uri, image) = resolve_image(ctx, &outputs, args, model.version.clone()).await?;
+    if let Some(uri) = &image_uri {
+        check_image_belongs_here(uri, &outputs)?;
+    }
     let release = Release {
-        image_uri: Some(image_uri.clone()),
+        image_uri: image_uri.clone(),
         run_id: model.run_id.clone(),
         model_location: model.location.clone(),
     };
@@ -263,14 +327,23 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
         DeployStatus::Planned => Some(outputs),
         _ => stack::service_outputs(&sdk, &ctx.env).await?,
     };
-    Ok(report(
+    let alias = if status == DeployStatus::Planned || args.no_promote {
+        None
+    } else {
+        promote(ctx, &model, candidate.as_ref()).await?
+    };
+    let mut r = report(
         ctx,
         status,
         plans,
         Some(model.reference),
-        Some(image_uri),
+        image_uri,
         outputs,
-    ))
+    );
+    r.image = image;
+    r.gate = gate;
+    r.alias = alias;
+    Ok(r)
 }
 
 fn report(
@@ -288,7 +361,134 @@ fn report(
         plans,
         model,
         image_uri,
+        image: None,
+        gate: None,
+        alias: None,
         outputs,
+    }
+}
+
+/// The alias a deploy to `env` moves: stg → `staging`, prod → `production`; dev has none.
+pub fn alias_for_env(env: &str) -> Option<&'static str> {
+    match env {
+        "stg" => Some(tracking::STAGING),
+        "prod" => Some(tracking::PRODUCTION),
+        _ => None,
+    }
+}
+
+/// Finds and verifies the model `--model <registry spec>` or `--model-file` names. A `run:<id>`
+/// the run store does not know falls back to an upload under that run id (deploys before
+/// tracking existed uploaded by run id), which `place_model` then checks.
+pub async fn resolve_candidate(
+    ctx: &Ctx,
+    args: &DeployArgs,
+) -> anyhow::Result<(Option<tracking::ResolvedModel>, DeployArgs)> {
+    let mut args = args.clone();
+    if let Some(spec) = args.registry_spec()? {
+        args.model = None;
+        return match tracking::resolve_model(ctx, &spec).await {
+            Ok(found) => {
+                ctx.note(format!("model {spec}: {}", found.source));
+                Ok((Some(found), args))
+            }
+            Err(e) => match spec {
+                ModelSpec::Run(id) => {
+                    ctx.note(format!(
+                        "run {id} is not in the run store ({e:#}); looking for a model uploaded under that run id"
+                    ));
+                    args.run_id = Some(id);
+                    Ok((None, args))
+                }
+                _ => Err(e),
+            },
+        };
+    }
+    if let Some(path) = &args.model_file {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("read model file {}", path.display()))?;
+        let found = tracking::ResolvedModel::from_bytes(
+            bytes,
+            None,
+            None,
+            format!("file {}", path.display()),
+        )
+        .with_context(|| {
+            format!(
+                "{} is not a valid model artifact (train one with `cargo xtask train`)",
+                path.display()
+            )
+        })?;
+        return Ok((Some(found), args));
+    }
+    Ok((None, args))
+}
+
+/// The promotion gate, in prod only: refuses a model worse than production's by more than the
+/// environment's margin unless `force`.
+async fn gate_in_prod(
+    ctx: &Ctx,
+    candidate: &tracking::ResolvedModel,
+    force: bool,
+) -> anyhow::Result<Option<GateReport>> {
+    if ctx.env.name != "prod" {
+        return Ok(None);
+    }
+    let report = tracking::gate(ctx, candidate, force).await?;
+    ctx.note(&report);
+    Ok(Some(report.into_result()?))
+}
+
+/// Reads an uploaded model back, to gate it.
+async fn fetch_uploaded(
+    sdk: &aws_config::SdkConfig,
+    m: &ModelRef,
+) -> anyhow::Result<tracking::ResolvedModel> {
+    let s3 = crate::ctx::s3_client(sdk);
+    let obj = s3
+        .get_object()
+        .bucket(&m.bucket)
+        .key(&m.key)
+        .send()
+        .await
+        .with_context(|| format!("read s3://{}/{}", m.bucket, m.key))?;
+    let bytes = obj.body.collect().await?.into_bytes().to_vec();
+    tracking::ResolvedModel::from_bytes(
+        bytes,
+        m.run_id.clone(),
+        None,
+        format!("s3://{}/{}", m.bucket, m.key),
+    )
+}
+
+/// Moves the environment's alias to the deployed model's run. A model that is in no run store
+/// (a plain file, an upload) leaves the alias where it is, with a note.
+async fn promote(
+    ctx: &Ctx,
+    model: &ResolvedModel,
+    candidate: Option<&tracking::ResolvedModel>,
+) -> anyhow::Result<Option<AliasSet>> {
+    let Some(alias) = alias_for_env(&ctx.env.name) else {
+        return Ok(None);
+    };
+    let tracked = candidate.and_then(|c| c.run_id.clone());
+    let Some(run_id) = tracked.clone().or_else(|| model.run_id.clone()) else {
+        ctx.note(format!(
+            "alias `{alias}` not moved: the deployed model is not a tracked run (deploy --model run:<id> or alias:<name> to move it)"
+        ));
+        return Ok(None);
+    };
+    match tracking::set_alias(ctx, alias, &ModelSpec::Run(run_id.clone())).await {
+        Ok(set) => Ok(Some(set)),
+        Err(e) if tracked.is_none() => {
+            ctx.note(format!(
+                "alias `{alias}` not moved: run {run_id} is not in the run store ({e:#})"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e.context(format!(
+            "deployed, but alias `{alias}` could not be moved to run {run_id}: retry with `cargo xtask runs alias set {alias} {run_id}`"
+        ))),
     }
 }
 
@@ -297,6 +497,8 @@ fn report(
 pub struct ResolvedModel {
     pub run_id: Option<String>,
     pub location: Option<String>,
+    /// The artifact's version, when known (from the artifact or the upload's metadata).
+    pub version: Option<String>,
     pub reference: ModelRef,
 }
 
@@ -319,23 +521,31 @@ pub async fn resolve_model(
     outputs: &ServiceOutputs,
     args: &DeployArgs,
 ) -> anyhow::Result<ResolvedModel> {
+    let (candidate, args) = resolve_candidate(ctx, &args.resolved()?).await?;
+    place_model(ctx, sdk, outputs, &args, candidate.as_ref()).await
+}
+
+/// Uploads `candidate` (once: an upload with the same checksum is kept) under its run id, or
+/// checks that `--run-id` / `--model-location` exist, or keeps the deployed model.
+pub async fn place_model(
+    ctx: &Ctx,
+    sdk: &aws_config::SdkConfig,
+    outputs: &ServiceOutputs,
+    args: &DeployArgs,
+    candidate: Option<&tracking::ResolvedModel>,
+) -> anyhow::Result<ResolvedModel> {
     let s3 = crate::ctx::s3_client(sdk);
     let bucket = outputs.model_bucket.clone();
-    if let Some(path) = &args.model_file {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("read model file {}", path.display()))?;
-        let artifact = model::artifact::Artifact::from_bytes(&bytes).with_context(|| {
-            format!(
-                "{} is not a valid model artifact (train one with `cargo xtask train`)",
-                path.display()
-            )
-        })?;
+    if let Some(found) = candidate {
+        let artifact = &found.artifact;
+        let bytes = &found.bytes;
         let run_id = args
             .run_id
             .clone()
+            .or_else(|| found.run_id.clone())
             .unwrap_or_else(|| artifact.version.clone());
         let key = outputs.model_key(&run_id);
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
         let same = match s3.head_object().bucket(&bucket).key(&key).send().await {
             Ok(h) => h.metadata().and_then(|m| m.get("sha256")) == Some(&sha),
             Err(_) => false,
@@ -346,14 +556,14 @@ pub async fn resolve_model(
         } else if ctx.dry_run {
             ctx.note(format!(
                 "would upload {} to s3://{bucket}/{key}",
-                path.display()
+                found.source
             ));
             false
         } else {
             s3.put_object()
                 .bucket(&bucket)
                 .key(&key)
-                .body(bytes.into())
+                .body(bytes.clone().into())
                 .content_type("application/json")
                 .metadata("sha256", &sha)
                 .metadata("model-version", &artifact.version)
@@ -369,6 +579,7 @@ pub async fn resolve_model(
         return Ok(ResolvedModel {
             run_id: Some(run_id.clone()),
             location: None,
+            version: Some(artifact.version.clone()),
             reference: ModelRef {
                 bucket,
                 key,
@@ -386,7 +597,8 @@ pub async fn resolve_model(
                  model prefix; upload the model with --model-file instead"
             );
         }
-        s3.head_object()
+        let head = s3
+            .head_object()
             .bucket(&b)
             .key(&k)
             .send()
@@ -395,6 +607,7 @@ pub async fn resolve_model(
         return Ok(ResolvedModel {
             run_id: None,
             location: Some(loc.clone()),
+            version: uploaded_version(&head),
             reference: ModelRef {
                 bucket: b,
                 key: k,
@@ -420,7 +633,8 @@ pub async fn resolve_model(
             outputs.model_key(run_id.as_deref().expect("run id set")),
         ),
     };
-    s3.head_object()
+    let head = s3
+        .head_object()
         .bucket(&b)
         .key(&key)
         .send()
@@ -434,6 +648,7 @@ pub async fn resolve_model(
     Ok(ResolvedModel {
         run_id: run_id.clone(),
         location,
+        version: uploaded_version(&head),
         reference: ModelRef {
             bucket: b,
             key,
@@ -443,25 +658,57 @@ pub async fn resolve_model(
     })
 }
 
-/// `--image-uri`, else the deployed image, else an error saying how to get one.
+/// The `model-version` metadata deploy writes on upload.
+fn uploaded_version(head: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> Option<String> {
+    head.metadata()
+        .and_then(|m| m.get("model-version"))
+        .cloned()
+}
+
+/// `--image-uri`; with `--keep-image` the deployed one; else the image built from this checkout
+/// and pushed (a dry run builds nothing and plans with the deployed image). Returns the URI for
+/// the stack (none: no function yet) and the build, when there was one.
 async fn resolve_image(
     ctx: &Ctx,
     outputs: &ServiceOutputs,
     args: &DeployArgs,
-) -> anyhow::Result<String> {
+    model_version: Option<String>,
+) -> anyhow::Result<(Option<String>, Option<PublishedImage>)> {
     if let Some(uri) = &args.image_uri {
-        return Ok(uri.clone());
+        return Ok((Some(uri.clone()), None));
     }
-    if let Some(uri) = &outputs.image_uri {
-        return Ok(uri.clone());
+    if args.keep_image {
+        let uri = outputs.image_uri.clone().with_context(|| {
+            format!(
+                "--keep-image: no image is deployed in `{}` yet; drop --keep-image to build and push one",
+                ctx.env.name
+            )
+        })?;
+        return Ok((Some(uri), None));
     }
-    // TODO(image): call crate::image::ensure_image(ctx) once the image command lands on main.
-    bail!(
-        "no image deployed in `{}` yet: build and push one to {} and pass --image-uri {}:<tag>",
-        ctx.env.name,
-        outputs.repository_uri,
-        outputs.repository_uri
+    if ctx.dry_run {
+        ctx.note(format!(
+            "dry run: would build the image from this checkout and push it to {}; the plan keeps {}",
+            outputs.repository_uri,
+            outputs.image_uri.as_deref().unwrap_or("no function")
+        ));
+        return Ok((outputs.image_uri.clone(), None));
+    }
+    let opts = ImageOptions {
+        debug: args.debug_image,
+        model_version,
+        ..Default::default()
+    };
+    let published = crate::image::publish(
+        ctx,
+        &outputs.repository_name,
+        &outputs.repository_uri,
+        &opts,
     )
+    .await
+    .context("build and push the image (or pass --image-uri / --keep-image)")?;
+    ctx.note(&published);
+    Ok((Some(published.uri.clone()), Some(published)))
 }
 
 /// The image must live in this environment's repository: the function may pull only from there,
@@ -542,7 +789,16 @@ mod tests {
             }
             .resolved()
         };
-        assert_eq!(m("run:abc").unwrap().run_id.as_deref(), Some("abc"));
+        assert_eq!(m("run:abc").unwrap().model.as_deref(), Some("run:abc"));
+        assert_eq!(
+            m("alias:staging").unwrap().model.as_deref(),
+            Some("alias:staging")
+        );
+        assert_eq!(
+            m("file:a/model.json").unwrap().model_file,
+            Some(PathBuf::from("a/model.json"))
+        );
+        assert!(m("nope:x").is_err());
         assert_eq!(
             m("s3://b/models/x/model.json")
                 .unwrap()
@@ -553,12 +809,6 @@ mod tests {
         assert_eq!(
             m("runs/x/model.json").unwrap().model_file,
             Some(PathBuf::from("runs/x/model.json"))
-        );
-        assert!(
-            m("alias:staging")
-                .unwrap_err()
-                .to_string()
-                .contains("MLflow")
         );
     }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::config::{DeadLetter, Target};
 use crate::ctx::{Ctx, LocalState};
 use crate::deploy::{DeployArgs, deploy, ensure_foundation};
-use crate::image::{ImageOptions, build_image, push_image};
+use crate::image::ImageOptions;
 use crate::invoke::{FunctionArgs, ModelArgs, local_host};
 use crate::train::TrainArgs;
 
@@ -261,27 +261,25 @@ impl E2eArgs {
                 Ok((outputs, detail))
             })
             .await?;
-        let image_uri = t
+        let published = t
             .step("image", async {
                 let opts = ImageOptions {
                     debug: self.debug,
                     model_version: Some(model.version().to_string()),
                     ..Default::default()
                 };
-                let built = build_image(ctx, &opts).await?;
-                let detail = format!("{} ({:.1} MB)", built.tag, built.size as f64 / 1e6);
-                let uri = if local {
-                    let pushed = push_image(ctx, &built).await?;
-                    register_in_emulator_ecr(ctx, &pushed, &outputs.repository_name, &built.tag)
-                        .await?;
-                    format!("{}:{}", outputs.repository_uri, built.tag)
-                } else {
-                    push_image(ctx, &built).await?.uri_with_digest
-                };
-                Ok(((uri, format!("{}:{}", built.repository, built.tag)), detail))
+                let p = crate::image::publish(
+                    ctx,
+                    &outputs.repository_name,
+                    &outputs.repository_uri,
+                    &opts,
+                )
+                .await?;
+                let detail = format!("{} ({:.1} MB)", p.built.tag, p.built.size as f64 / 1e6);
+                Ok((p, detail))
             })
             .await?;
-        let (image_uri, local_image) = image_uri;
+        let (image_uri, local_image) = (published.uri.clone(), published.local_ref.clone());
         // 7. Ride events, put before the function and its mapping exist: the mapping starts at
         // TRIM_HORIZON, so they wait in the stream (and moto, which would try to run an image
         // function itself on every put to a mapped stream, never sees a put after the mapping).
@@ -400,59 +398,6 @@ impl E2eArgs {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
-}
-
-/// moto's Lambda records image URIs in its ECR; put the pushed manifest there under the tag, so
-/// that the stack's function points at an image that exists in the repository it names.
-async fn register_in_emulator_ecr(
-    ctx: &Ctx,
-    pushed: &crate::image::PushedImage,
-    repository: &str,
-    tag: &str,
-) -> anyhow::Result<()> {
-    let url = format!(
-        "http://{}/v2/{}/manifests/{}",
-        pushed.registry, pushed.repository, pushed.digest
-    );
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .send()
-        .await
-        .with_context(|| format!("fetch the manifest from {url}"))?
-        .error_for_status()?;
-    let media = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let manifest = resp.text().await?;
-    let ecr = aws_sdk_ecr::Client::new(&ctx.aws().await?);
-    let exists = ecr
-        .describe_images()
-        .repository_name(repository)
-        .image_ids(
-            aws_sdk_ecr::types::ImageIdentifier::builder()
-                .image_tag(tag)
-                .build(),
-        )
-        .send()
-        .await
-        .is_ok();
-    if !exists {
-        ecr.put_image()
-            .repository_name(repository)
-            .image_manifest(manifest)
-            .set_image_manifest_media_type(media)
-            .image_tag(tag)
-            .send()
-            .await
-            .context("register the image in the emulator's ECR")?;
-    }
-    Ok(())
 }
 
 /// Valid rides drawn from the validation data, with a few invalid events mixed in (1 in 50).

@@ -1004,7 +1004,7 @@ pub async fn remote_digest(target: &RegistryTarget, tag: &str) -> anyhow::Result
 }
 
 /// Builds the image (release binary, assembled) and pushes it unless the registry already
-/// holds its tag. Deploy and e2e call this.
+/// holds its tag.
 pub async fn ensure_image(ctx: &Ctx) -> anyhow::Result<PushedImage> {
     ensure_image_with(ctx, &ImageOptions::default()).await
 }
@@ -1012,11 +1012,16 @@ pub async fn ensure_image(ctx: &Ctx) -> anyhow::Result<PushedImage> {
 /// [`ensure_image`] with explicit options.
 pub async fn ensure_image_with(ctx: &Ctx, opts: &ImageOptions) -> anyhow::Result<PushedImage> {
     let image = build_image(ctx, opts).await?;
+    ensure_pushed(ctx, &image).await
+}
+
+/// Pushes a built image unless the environment's registry already holds its tag.
+pub async fn ensure_pushed(ctx: &Ctx, image: &BuiltImage) -> anyhow::Result<PushedImage> {
     let target = registry_target(ctx).await?;
     if let Some(digest) = remote_digest(&target, &image.tag).await? {
         let remote = target.remote();
         return Ok(PushedImage {
-            image_id: image.id,
+            image_id: image.id.clone(),
             registry: target.registry,
             repository: target.repository,
             uri_with_digest: format!("{remote}@{digest}"),
@@ -1025,7 +1030,117 @@ pub async fn ensure_image_with(ctx: &Ctx, opts: &ImageOptions) -> anyhow::Result
             pushed: false,
         });
     }
-    push_to(ctx, &target, &image).await
+    push_to(ctx, &target, image).await
+}
+
+/// An image the function can run: built, in the environment's registry, and on the emulator also
+/// known to its ECR.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedImage {
+    /// What the function points at: `<repository uri>@<digest>` on AWS, `<repository uri>:<tag>`
+    /// on the emulator (whose ECR holds the manifest under the tag).
+    pub uri: String,
+    /// `<repository>:<tag>` in the local engine, to run the function as a container locally.
+    pub local_ref: String,
+    /// The build.
+    pub built: BuiltImage,
+    /// The push (or the registry's copy, when it already had the tag).
+    pub pushed: PushedImage,
+}
+
+impl fmt::Display for PublishedImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.pushed.pushed {
+            "pushed"
+        } else {
+            "already in the registry"
+        };
+        write!(
+            f,
+            "image {} ({how}, {:.1} MB)",
+            self.uri,
+            self.built.size as f64 / 1e6
+        )
+    }
+}
+
+/// Builds the image from this checkout, pushes it unless the registry has it, and returns the URI
+/// the function of the stack whose repository is `repository_name` / `repository_uri` runs.
+/// Deploy, e2e and the pipeline call this.
+pub async fn publish(
+    ctx: &Ctx,
+    repository_name: &str,
+    repository_uri: &str,
+    opts: &ImageOptions,
+) -> anyhow::Result<PublishedImage> {
+    let built = build_image(ctx, opts).await?;
+    let pushed = ensure_pushed(ctx, &built).await?;
+    let uri = match ctx.env.target {
+        Target::Local => {
+            register_in_emulator_ecr(ctx, &pushed, repository_name, &built.tag).await?;
+            format!("{repository_uri}:{}", built.tag)
+        }
+        Target::Aws => pushed.uri_with_digest.clone(),
+    };
+    Ok(PublishedImage {
+        uri,
+        local_ref: format!("{}:{}", built.repository, built.tag),
+        built,
+        pushed,
+    })
+}
+
+/// The emulator's Lambda looks image URIs up in its own ECR, which does not share storage with the
+/// local registry: put the pushed manifest there under the tag, so that the stack's function
+/// points at an image that exists in the repository it names. A tag already there is kept.
+pub async fn register_in_emulator_ecr(
+    ctx: &Ctx,
+    pushed: &PushedImage,
+    repository: &str,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let url = format!(
+        "http://{}/v2/{}/manifests/{}",
+        pushed.registry, pushed.repository, pushed.digest
+    );
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
+        .send()
+        .await
+        .with_context(|| format!("fetch the manifest from {url}"))?
+        .error_for_status()?;
+    let media = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let manifest = resp.text().await?;
+    let ecr = aws_sdk_ecr::Client::new(&ctx.aws().await?);
+    let exists = ecr
+        .describe_images()
+        .repository_name(repository)
+        .image_ids(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_tag(tag)
+                .build(),
+        )
+        .send()
+        .await
+        .is_ok();
+    if !exists {
+        ecr.put_image()
+            .repository_name(repository)
+            .image_manifest(manifest)
+            .set_image_manifest_media_type(media)
+            .image_tag(tag)
+            .send()
+            .await
+            .with_context(|| {
+                format!("register {tag} in the emulator's ECR repository {repository}")
+            })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

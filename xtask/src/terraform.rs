@@ -107,9 +107,10 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
         tool.program.display(),
         tool.version
     ));
-    if args.model_file.is_some() {
+    if args.model_file.is_some() || args.model.is_some() {
         bail!(
-            "--engine terraform does not upload models: upload it first (e.g. with the default engine) and pass --run-id"
+            "--engine terraform does not upload or resolve models: deploy the model once with the default engine \
+             (`cargo xtask deploy --model ...`), then pass --run-id <id> or --model-location s3://..."
         );
     }
     let image = args
@@ -178,6 +179,9 @@ fn report(env: &crate::config::EnvConfig, status: DeployStatus) -> DeployReport 
         plans: vec![],
         model: None,
         image_uri: None,
+        image: None,
+        gate: None,
+        alias: None,
         outputs: None,
     }
 }

@@ -392,7 +392,11 @@ impl Settings {
                 .or_else(|| dotenv.get(key).cloned())
                 .filter(|v| !v.is_empty())
         };
-        Ok(Self::from_lookup(&ctx.env.name, &ctx.root, get))
+        let mut s = Self::from_lookup(&ctx.env.name, &ctx.root, get);
+        if let Some(dir) = &ctx.runs_dir {
+            s.runs_dir = dir.clone();
+        }
+        Ok(s)
     }
 
     /// Builds the settings from a variable lookup; `root` is the repository root.

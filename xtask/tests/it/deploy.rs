@@ -39,6 +39,7 @@ fn ctx_for(env: &str) -> Ctx {
         endpoint_override: Some(moto::moto().endpoint.clone()),
         root,
         cache: std::env::temp_dir().join("taxi-duration-xtask-tests"),
+        runs_dir: Some(std::env::temp_dir().join(format!("taxi-duration-runs-{sfx}"))),
     }
 }
 
@@ -250,6 +251,7 @@ async fn create_update_noop_refused_change_and_teardown() {
         &ctx,
         &DeployArgs {
             model_file: Some(path2),
+            keep_image: true,
             ..Default::default()
         },
     )
@@ -278,6 +280,7 @@ async fn create_update_noop_refused_change_and_teardown() {
         &ctx,
         &DeployArgs {
             run_id: Some(v2.clone()),
+            keep_image: true,
             ..Default::default()
         },
     )
