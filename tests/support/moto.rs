@@ -95,6 +95,14 @@ pub fn moto() -> &'static Moto {
                 .env(
                     "DOCKER_HOST",
                     "unix:///nonexistent/taxi-duration-no-docker.sock",
+                )
+                // Like AWS (and `cargo xtask local up`): a function's image must be in ECR.
+                .env("MOTO_LAMBDA_STUB_ECR", "false")
+                // As `cargo xtask local up` starts it: records of mapped streams are left to the
+                // toolkit's poller (tools/moto-patches/sitecustomize.py).
+                .env(
+                    "PYTHONPATH",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/moto-patches"),
                 );
             #[cfg(target_os = "linux")]
             unsafe {

@@ -69,6 +69,10 @@ pub struct E2eReport {
     pub max_abs_error: f64,
     pub function_mode: String,
     pub model_version: String,
+    /// The tracked training run (MLflow or the local run store).
+    pub run_id: String,
+    /// The `staging` alias, set on the run once it passed.
+    pub staged: Option<crate::tracking::AliasSet>,
     pub torn_down: bool,
     pub seconds: f64,
 }
@@ -96,20 +100,20 @@ impl std::fmt::Display for E2eReport {
         )?;
         write!(
             f,
-            "function ran as {}; model {}; total {:.1} s",
-            self.function_mode, self.model_version, self.seconds
+            "function ran as {}; model {} (run {}); total {:.1} s",
+            self.function_mode, self.model_version, self.run_id, self.seconds
         )
     }
 }
 
 /// An event put on the input stream and what must become of it.
-struct Event {
-    partition_key: String,
-    data: Vec<u8>,
-    expect: Expect,
+pub(crate) struct Event {
+    pub(crate) partition_key: String,
+    pub(crate) data: Vec<u8>,
+    pub(crate) expect: Expect,
 }
 
-enum Expect {
+pub(crate) enum Expect {
     Prediction { ride_id: String, offline: f64 },
     DeadLetter { kind: &'static str },
 }
@@ -236,19 +240,29 @@ impl E2eArgs {
             min_duration: 1.0,
             max_duration: 60.0,
         };
-        let (artifact_path, model) = t
+        let (run, model) = t
             .step("train", async {
                 let (summary, artifact) = train_args.train(ctx)?;
+                // Recorded like `cargo xtask train` records it (MLflow or the local run store):
+                // deploy takes the model from there, and e2e stages it once it passed.
+                let bytes = std::fs::read(&summary.artifact)
+                    .with_context(|| format!("read back {}", summary.artifact.display()))?;
+                let params = BTreeMap::from([("source".to_string(), "e2e".to_string())]);
+                let run =
+                    crate::tracking::record_training_run(ctx, &artifact, &bytes, &params).await?;
                 let detail = format!(
-                    "{} rows, {} features, val RMSE {:.4}",
+                    "{} rows, {} features, val RMSE {:.4}, run {} ({})",
                     summary.train_kept,
                     summary.n_features,
-                    summary.rmse_val.unwrap_or(f64::NAN)
+                    summary.rmse_val.unwrap_or(f64::NAN),
+                    run.run_id,
+                    run.tracker
                 );
-                Ok(((summary.artifact, Model::from_artifact(artifact)?), detail))
+                Ok(((run, Model::from_artifact(artifact)?), detail))
             })
             .await?;
         t.report.model_version = model.version().to_string();
+        t.report.run_id = run.run_id.clone();
 
         // 4-6. Foundation (bucket, repository), image, deploy with the model upload.
         let outputs = t
@@ -305,7 +319,7 @@ impl E2eArgs {
             .step("deploy", async {
                 let args = DeployArgs {
                     image_uri: Some(image_uri.clone()),
-                    model_file: Some(artifact_path.clone()),
+                    model: Some(format!("run:{}", run.run_id)),
                     ..Default::default()
                 };
                 let r = deploy(ctx, &args).await?;
@@ -371,6 +385,32 @@ impl E2eArgs {
         t.report.max_abs_error = max_err;
         t.report.predictions_out = predictions;
         t.report.dead_lettered_out = dead;
+
+        // 10b. The model passed end to end: `staging` points at its run, read back to be sure.
+        let staged = t
+            .step("stage", async {
+                let spec = crate::tracking::ModelSpec::Run(run.run_id.clone());
+                let set = crate::tracking::set_alias(ctx, crate::tracking::STAGING, &spec).await?;
+                let back = crate::tracking::resolve_model(
+                    ctx,
+                    &crate::tracking::ModelSpec::Alias(crate::tracking::STAGING.into()),
+                )
+                .await?;
+                ensure!(
+                    back.run_id.as_deref() == Some(run.run_id.as_str())
+                        && back.artifact.version == model.version(),
+                    "alias `{}` resolves to run {:?} (model {}), not the e2e run {} (model {})",
+                    crate::tracking::STAGING,
+                    back.run_id,
+                    back.artifact.version,
+                    run.run_id,
+                    model.version()
+                );
+                let detail = set.to_string();
+                Ok((set, detail))
+            })
+            .await?;
+        t.report.staged = Some(staged);
 
         // 11. Teardown (e2e's own stack: no confirmation needed).
         if !self.keep {
@@ -455,7 +495,7 @@ fn id_key(v: &serde_json::Value) -> String {
     }
 }
 
-async fn put_events(ctx: &Ctx, stream: &str, events: &[Event]) -> anyhow::Result<()> {
+pub(crate) async fn put_events(ctx: &Ctx, stream: &str, events: &[Event]) -> anyhow::Result<()> {
     let kinesis = aws_sdk_kinesis::Client::new(&ctx.aws().await?);
     for chunk in events.chunks(500) {
         let mut pending: Vec<PutRecordsRequestEntry> = chunk

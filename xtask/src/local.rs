@@ -294,7 +294,12 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<LocalReport> {
             );
         }
         let bin = moto_bin(opts)?;
-        let pid = start_moto(&bin, opts.port, &opts.cache.join("local").join("moto.log"))?;
+        let pid = start_moto(
+            &opts.root,
+            &bin,
+            opts.port,
+            &opts.cache.join("local").join("moto.log"),
+        )?;
         let ready = daemon::wait_until(
             &format!("moto on {endpoint}"),
             Duration::from_secs(60),
@@ -485,6 +490,11 @@ pub async fn moto_healthy(endpoint: &str) -> bool {
 }
 
 /// True when anything answers HTTP at `endpoint`.
+/// The folder of Python start-up patches for moto, put on the server's PYTHONPATH.
+pub fn moto_patches(root: &Path) -> PathBuf {
+    root.join("tools").join("moto-patches")
+}
+
 async fn answers(endpoint: &str) -> bool {
     http().get(endpoint).send().await.is_ok()
 }
@@ -514,15 +524,20 @@ fn moto_bin(opts: &UpOptions) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn start_moto(bin: &Path, port: u16, log: &Path) -> anyhow::Result<u32> {
+fn start_moto(root: &Path, bin: &Path, port: u16, log: &Path) -> anyhow::Result<u32> {
     let mut cmd = Command::new(bin);
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-    // moto runs its own Lambda executor on every Kinesis put to a stream with a mapping, trying to
-    // pull images through Docker; the toolkit emulates event-source mappings itself, so moto is
-    // pointed at a Docker socket that does not exist and fails those attempts at once.
+    // The toolkit polls Kinesis for the function itself (crate::esm): moto stores the records of
+    // a mapped stream and runs no function on them (tools/moto-patches/sitecustomize.py).
+    cmd.env("PYTHONPATH", moto_patches(root));
+    // Other triggers would make moto's own Lambda executor pull images through Docker: pointed
+    // at a socket that does not exist, it fails those attempts at once.
     cmd.env(
         "DOCKER_HOST",
         "unix:///nonexistent/taxi-duration-no-docker.sock",
     );
+    // Like AWS, refuse a function whose image is not in the (emulated) ECR repository: by default
+    // moto takes any ImageUri, and a deploy of a missing image would look like it worked.
+    cmd.env("MOTO_LAMBDA_STUB_ECR", "false");
     daemon::spawn_detached(&mut cmd, log).with_context(|| format!("start {}", bin.display()))
 }

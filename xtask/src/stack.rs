@@ -797,10 +797,120 @@ pub async fn execute(ctx: &Ctx, cf: &Cfn, plan: &Plan) -> anyhow::Result<Outcome
         stack,
         last,
         "deploy",
-        exec.err()
-            .map(|e| anyhow::Error::new(e).context("execute the change set")),
+        // The service's code and message (an image that is not in ECR, say), not just "service error".
+        exec.err().map(|e| {
+            anyhow::anyhow!(
+                "execute the change set: {}",
+                aws_sdk_cloudformation::error::DisplayErrorContext(&e)
+            )
+        }),
     )
     .await
+}
+
+/// A stack's template and parameters before a change, to put back when the change fails.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub template: String,
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// Reads what `stack` runs now; `None` when it does not exist.
+pub async fn snapshot(cf: &Cfn, stack: &str) -> anyhow::Result<Option<Snapshot>> {
+    let Some(info) = describe_stack(cf, stack).await? else {
+        return Ok(None);
+    };
+    let template = cf
+        .get_template()
+        .stack_name(stack)
+        .send()
+        .await
+        .with_context(|| format!("get the deployed template of stack {stack}"))?
+        .template_body()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Some(Snapshot {
+        template,
+        parameters: info.parameters,
+    }))
+}
+
+/// How a failed update ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolledBack {
+    /// CloudFormation rolled the stack back itself (`UPDATE_ROLLBACK_COMPLETE`).
+    ByCloudFormation,
+    /// The platform left the change in place (an emulator without rollback, or a stack left
+    /// `*_FAILED`); xtask re-applied the previous template and parameters.
+    ByXtask,
+    /// Nothing needed undoing: the stack still had its previous template and parameters.
+    NothingChanged,
+}
+
+/// Executes an update plan; when it fails, makes sure the stack is back where it was and returns
+/// the failure (naming the failed resource and its reason) with how it was rolled back. On AWS
+/// CloudFormation rolls back by itself; emulators such as moto do not, so the previous template
+/// and parameters are applied again.
+pub async fn execute_or_roll_back(
+    ctx: &Ctx,
+    cf: &Cfn,
+    env: &EnvConfig,
+    plan: &Plan,
+    before: &Snapshot,
+) -> anyhow::Result<Outcome> {
+    let failure = match execute(ctx, cf, plan).await {
+        Ok(outcome) => return Ok(outcome),
+        Err(e) => e,
+    };
+    let status = describe_stack(cf, &plan.stack)
+        .await?
+        .map(|s| s.status)
+        .unwrap_or_default();
+    let how = if status == "UPDATE_ROLLBACK_COMPLETE" {
+        RolledBack::ByCloudFormation
+    } else {
+        ctx.note(format!(
+            "the change failed and stack {} is {status}: applying its previous template and parameters again",
+            plan.stack
+        ));
+        match restore(ctx, cf, env, before).await {
+            Ok(how) => how,
+            Err(restore_err) => {
+                return Err(failure.context(format!(
+                    "and rolling back failed too ({restore_err:#}): inspect stack {} and run `cargo xtask deploy --env {}` \
+                     again, or `cargo xtask teardown --env {}`",
+                    plan.stack, env.name, env.name
+                )));
+            }
+        }
+    };
+    let what = match how {
+        RolledBack::ByCloudFormation => {
+            "CloudFormation rolled the stack back to its previous state"
+        }
+        RolledBack::ByXtask => "the stack was rolled back to its previous template and parameters",
+        RolledBack::NothingChanged => "the stack kept its previous template and parameters",
+    };
+    Err(failure.context(format!(
+        "deploy failed and was rolled back ({what}); fix the cause named below and deploy again"
+    )))
+}
+
+/// Applies `before` again; `NothingChanged` when the stack already matches it.
+async fn restore(
+    ctx: &Ctx,
+    cf: &Cfn,
+    env: &EnvConfig,
+    before: &Snapshot,
+) -> anyhow::Result<RolledBack> {
+    let plan = create_change_set(cf, env, &before.template, &before.parameters).await?;
+    if plan.is_empty() {
+        return Ok(RolledBack::NothingChanged);
+    }
+    ctx.note(format!("rollback plan:\n{plan}"));
+    execute(ctx, cf, &plan).await?;
+    Ok(RolledBack::ByXtask)
 }
 
 /// Deletes a stack and waits until it is gone.
@@ -911,7 +1021,7 @@ async fn wait(
 }
 
 /// What xtask (and e2e, monitor) need to know about a deployed environment.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ServiceOutputs {
     pub environment: String,
     pub stack: String,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use model::artifact::{Artifact, CategoricalBlock, NumericCoef, TrainingMetadata};
-use model::{Categorical, FeatureSpec, Numeric};
+use model::{Categorical, FeatureSpec, Metrics, Numeric};
 use xtask::config::EnvConfig;
 use xtask::ctx::{Ctx, OutputFormat};
 use xtask::deploy::{DeployArgs, DeployStatus, deploy, ensure_foundation};
@@ -14,7 +14,7 @@ use xtask::teardown::teardown;
 use crate::moto;
 
 /// An environment's context on moto, its names suffixed so that tests sharing the server never meet.
-fn ctx_for(env: &str) -> Ctx {
+pub(crate) fn ctx_for(env: &str) -> Ctx {
     let root = xtask::ctx::repo_root();
     let mut cfg = EnvConfig::load(&root, env).unwrap();
     let sfx = moto::unique("t");
@@ -45,6 +45,12 @@ fn ctx_for(env: &str) -> Ctx {
 
 /// A valid model artifact; different `intercept`s give different versions.
 fn artifact(intercept: f64) -> (Vec<u8>, String) {
+    let a = artifact_with_rmse(intercept, None);
+    (a.to_bytes().unwrap(), a.version.clone())
+}
+
+/// A valid model artifact with validation RMSE `rmse_val` (what the prod gate compares).
+fn artifact_with_rmse(intercept: f64, rmse_val: Option<f64>) -> Artifact {
     let mut a = Artifact {
         version: String::new(),
         features: FeatureSpec::default(),
@@ -58,13 +64,21 @@ fn artifact(intercept: f64) -> (Vec<u8>, String) {
             vocabulary: vec!["130_205".into()],
             coef: vec![1.0],
         }],
-        metadata: TrainingMetadata::default(),
+        metadata: TrainingMetadata {
+            val_metrics: rmse_val.map(|rmse| Metrics {
+                rmse,
+                mae: rmse * 0.7,
+                r2: 0.5,
+                rows: 100,
+            }),
+            ..Default::default()
+        },
     };
     a.version = a.content_version();
-    (a.to_bytes().unwrap(), a.version.clone())
+    a
 }
 
-fn model_file(dir: &tempfile::TempDir, intercept: f64) -> (std::path::PathBuf, String) {
+pub(crate) fn model_file(dir: &tempfile::TempDir, intercept: f64) -> (std::path::PathBuf, String) {
     let (bytes, version) = artifact(intercept);
     let path = dir.path().join(format!("{version}.json"));
     std::fs::write(&path, bytes).unwrap();
@@ -73,7 +87,7 @@ fn model_file(dir: &tempfile::TempDir, intercept: f64) -> (std::path::PathBuf, S
 
 /// Pushes a small image manifest to the environment's repository with ECR PutImage (moto keeps
 /// manifests, not layers) and returns `<repository uri>:<tag>`.
-async fn push_image(ctx: &Ctx, outputs: &ServiceOutputs, tag: &str) -> String {
+pub(crate) async fn push_image(ctx: &Ctx, outputs: &ServiceOutputs, tag: &str) -> String {
     let ecr = aws_sdk_ecr::Client::new(&ctx.aws().await.unwrap());
     let manifest = serde_json::json!({
         "schemaVersion": 2,
@@ -91,7 +105,7 @@ async fn push_image(ctx: &Ctx, outputs: &ServiceOutputs, tag: &str) -> String {
     format!("{}:{tag}", outputs.repository_uri)
 }
 
-async fn function_env(ctx: &Ctx) -> BTreeMap<String, String> {
+pub(crate) async fn function_env(ctx: &Ctx) -> BTreeMap<String, String> {
     let lambda = aws_sdk_lambda::Client::new(&ctx.aws().await.unwrap());
     let f = lambda
         .get_function()
@@ -511,4 +525,260 @@ async fn prod_needs_confirmation() {
     assert!(err.contains("--yes"), "{err}");
     let err = teardown(&ctx).await.unwrap_err().to_string();
     assert!(err.contains("--yes"), "{err}");
+}
+
+/// The function's RUN_ID and image as Lambda reports them.
+async fn function_image(ctx: &Ctx) -> Option<String> {
+    let lambda = aws_sdk_lambda::Client::new(&ctx.aws().await.unwrap());
+    let f = lambda
+        .get_function()
+        .function_name(&ctx.env.function_name)
+        .send()
+        .await
+        .unwrap();
+    f.code().and_then(|c| c.image_uri()).map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_failing_change_rolls_back_and_names_its_cause() {
+    let ctx = ctx_for("dev");
+    let dir = tempfile::tempdir().unwrap();
+    let (before, image, v1) = first_deploy(&ctx, &dir).await;
+    let sdk = ctx.aws().await.unwrap();
+
+    // A new model with an image tag that was never pushed: the Function's update fails (moto
+    // checks the image in ECR, as AWS does) after its configuration has already changed.
+    let missing = format!("{}:never-pushed", before.repository_uri);
+    let (path, v2) = model_file(&dir, 12.0);
+    let err = deploy(
+        &ctx,
+        &DeployArgs {
+            model_file: Some(path),
+            image_uri: Some(missing),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("rolled back"), "{msg}");
+    assert!(
+        msg.contains("never-pushed") && msg.contains("does not exist"),
+        "the cause is not named: {msg}"
+    );
+
+    // Everything is as it was: outputs, the function's model and image, the mapping.
+    let after = stack::service_outputs(&sdk, &ctx.env)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, before);
+    assert_ne!(v1, v2);
+    assert_eq!(function_env(&ctx).await["RUN_ID"], v1);
+    assert_eq!(function_image(&ctx).await.as_deref(), Some(image.as_str()));
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let maps = lambda
+        .list_event_source_mappings()
+        .function_name(&ctx.env.function_name)
+        .send()
+        .await
+        .unwrap();
+    let sources: Vec<_> = maps
+        .event_source_mappings()
+        .iter()
+        .filter_map(|m| m.event_source_arn())
+        .collect();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    assert!(
+        sources[0].ends_with(&format!("/{}", ctx.env.input_stream)),
+        "{sources:?}"
+    );
+
+    // And the stack takes the next good change.
+    let (path, v3) = model_file(&dir, 13.0);
+    let r = deploy(
+        &ctx,
+        &DeployArgs {
+            model_file: Some(path),
+            keep_image: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, DeployStatus::Updated);
+    assert_eq!(function_env(&ctx).await["RUN_ID"], v3);
+
+    teardown(&ctx).await.unwrap();
+}
+
+/// Records a training run of `artifact` in `ctx`'s local run store and returns its id.
+async fn tracked_run(ctx: &Ctx, artifact: &Artifact) -> String {
+    let bytes = artifact.to_bytes().unwrap();
+    xtask::tracking::record_training_run(ctx, artifact, &bytes, &BTreeMap::new())
+        .await
+        .unwrap()
+        .run_id
+}
+
+#[tokio::test]
+async fn models_come_from_the_run_store_and_prod_is_gated() {
+    use xtask::tracking::{self, GateDecision, ModelSpec};
+    let stg = ctx_for("stg");
+    let mut prod = ctx_for("prod");
+    // One registry for every environment: an alias names a stage in a model's life.
+    prod.runs_dir = stg.runs_dir.clone();
+    let good = tracked_run(&stg, &artifact_with_rmse(10.0, Some(5.0))).await;
+    let worse = tracked_run(&stg, &artifact_with_rmse(11.0, Some(6.0))).await;
+    tracking::set_alias(&stg, tracking::STAGING, &ModelSpec::Run(good.clone()))
+        .await
+        .unwrap();
+
+    // stg: the staging alias resolves to its run, which is uploaded under its run id.
+    let (outputs, _) = ensure_foundation(&stg).await.unwrap();
+    let image = push_image(&stg, &outputs, "v1").await;
+    let r = deploy(
+        &stg,
+        &DeployArgs {
+            model: Some("alias:staging".into()),
+            image_uri: Some(image),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.model.as_ref().unwrap().run_id.as_deref(),
+        Some(good.as_str())
+    );
+    assert!(r.gate.is_none(), "the gate is prod's");
+    assert_eq!(function_env(&stg).await["RUN_ID"], good);
+    assert_eq!(r.alias.as_ref().unwrap().alias, tracking::STAGING);
+
+    // prod: no production model yet, so the gate passes, and `production` moves to the run.
+    let (pout, _) = ensure_foundation(&prod).await.unwrap();
+    let pimage = push_image(&prod, &pout, "v1").await;
+    let r = deploy(
+        &prod,
+        &DeployArgs {
+            model: Some("alias:staging".into()),
+            image_uri: Some(pimage),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.gate.as_ref().unwrap().decision, GateDecision::Pass);
+    let set = r.alias.unwrap();
+    assert_eq!(
+        (set.alias.as_str(), set.run_id.as_str()),
+        (tracking::PRODUCTION, good.as_str())
+    );
+    assert_eq!(function_env(&prod).await["RUN_ID"], good);
+
+    // A model 20 % worse than production's is refused before anything is uploaded or changed.
+    let refused = deploy(
+        &prod,
+        &DeployArgs {
+            model: Some(format!("run:{worse}")),
+            keep_image: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    let msg = format!("{refused:#}");
+    assert!(msg.contains("--force") && msg.contains("6.0000"), "{msg}");
+    assert_eq!(function_env(&prod).await["RUN_ID"], good);
+    let s3 = xtask::ctx::s3_client(&prod.aws().await.unwrap());
+    assert!(
+        s3.head_object()
+            .bucket(&pout.model_bucket)
+            .key(pout.model_key(&worse))
+            .send()
+            .await
+            .is_err(),
+        "a refused model was uploaded"
+    );
+
+    // --force deploys it anyway, says so, and moves `production`.
+    let r = deploy(
+        &prod,
+        &DeployArgs {
+            model: Some(format!("run:{worse}")),
+            keep_image: true,
+            force: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.gate.as_ref().unwrap().decision, GateDecision::Forced);
+    assert_eq!(function_env(&prod).await["RUN_ID"], worse);
+    assert_eq!(r.alias.unwrap().run_id, worse);
+
+    teardown(&stg).await.unwrap();
+    teardown(&prod).await.unwrap();
+}
+
+#[tokio::test]
+async fn deploy_builds_and_pushes_the_image_it_needs() {
+    let reg = crate::registry::start().await;
+    let mut ctx = ctx_for("dev");
+    let cache = tempfile::tempdir().unwrap();
+    ctx.cache = cache.path().to_path_buf();
+    xtask::ctx::LocalState {
+        endpoint: moto::moto().endpoint.clone(),
+        pid: None,
+        kind: "external".into(),
+        registry: Some(reg.addr.clone()),
+        registry_pid: None,
+    }
+    .write(&ctx.cache)
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, version) = model_file(&dir, 10.0);
+    let args = DeployArgs {
+        model_file: Some(path),
+        debug_image: true,
+        ..Default::default()
+    };
+
+    // A first deploy with no image given: built from this checkout, pushed, and run.
+    let r = deploy(&ctx, &args).await.unwrap();
+    assert_eq!(r.status, DeployStatus::Created);
+    let image = r.image.as_ref().expect("deploy built an image");
+    assert!(image.pushed.pushed);
+    let out = r.outputs.as_ref().unwrap();
+    assert_eq!(
+        image.uri,
+        format!("{}:{}", out.repository_uri, image.built.tag)
+    );
+    assert_eq!(out.image_uri.as_deref(), Some(image.uri.as_str()));
+    assert_eq!(
+        function_image(&ctx).await.as_deref(),
+        Some(image.uri.as_str())
+    );
+    let target = xtask::image::registry_target(&ctx).await.unwrap();
+    assert_eq!(
+        xtask::image::remote_digest(&target, &image.built.tag)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(image.pushed.digest.as_str()),
+        "the registry holds the pushed tag"
+    );
+    assert_eq!(function_env(&ctx).await["RUN_ID"], version);
+
+    // Again with nothing changed: the same image, not pushed again, and no change to the stack.
+    let again = deploy(&ctx, &args).await.unwrap();
+    assert_eq!(again.status, DeployStatus::Unchanged, "{:?}", again.plans);
+    let image2 = again.image.as_ref().unwrap();
+    assert_eq!(image2.uri, image.uri);
+    assert!(
+        !image2.pushed.pushed,
+        "an image the registry holds was pushed again"
+    );
+
+    teardown(&ctx).await.unwrap();
 }
