@@ -278,6 +278,9 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
 
     let (outputs, foundation) = ensure_foundation(ctx).await?;
     plans.extend(foundation);
+    // What the stack runs now, to put back if the change fails (a first deploy's second phase
+    // included: a failed function leaves the bucket and repository as they were).
+    let before = stack::snapshot(&cf, &ctx.env.stack_name).await?;
 
     let model = place_model(ctx, &sdk, &outputs, args, candidate.as_ref()).await?;
     if gate.is_none()
@@ -315,7 +318,14 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
         stack::discard(&cf, &plan).await?;
         DeployStatus::Planned
     } else {
-        stack::execute(ctx, &cf, &plan).await?;
+        match &before {
+            Some(before) => {
+                stack::execute_or_roll_back(ctx, &cf, &ctx.env, &plan, before).await?;
+            }
+            None => {
+                stack::execute(ctx, &cf, &plan).await?;
+            }
+        }
         if existed {
             DeployStatus::Updated
         } else {
@@ -459,6 +469,37 @@ async fn fetch_uploaded(
         None,
         format!("s3://{}/{}", m.bucket, m.key),
     )
+}
+
+/// The model the environment's function runs now, read back from its bucket; `None` before the
+/// first deploy of a function.
+pub async fn current_model(ctx: &Ctx) -> anyhow::Result<Option<tracking::ResolvedModel>> {
+    let sdk = ctx.aws().await?;
+    let Some(out) = stack::service_outputs(&sdk, &ctx.env).await? else {
+        return Ok(None);
+    };
+    let reference = match (&out.model_location, &out.run_id) {
+        (Some(loc), _) if loc.starts_with("s3://") => {
+            let (bucket, key) = parse_s3(loc)?;
+            ModelRef {
+                bucket,
+                key,
+                run_id: out.run_id.clone(),
+                uploaded: false,
+            }
+        }
+        (None, Some(run)) => ModelRef {
+            bucket: out.model_bucket.clone(),
+            key: out.model_key(run),
+            run_id: Some(run.clone()),
+            uploaded: false,
+        },
+        _ => return Ok(None),
+    };
+    fetch_uploaded(&sdk, &reference)
+        .await
+        .map(Some)
+        .with_context(|| format!("read the model `{}` runs now", ctx.env.name))
 }
 
 /// Moves the environment's alias to the deployed model's run. A model that is in no run store

@@ -15,6 +15,7 @@ pub mod image;
 pub mod invoke;
 pub mod local;
 pub mod monitor;
+pub mod pipeline;
 pub mod predict;
 pub mod registry;
 pub mod runs;

@@ -30,6 +30,8 @@ enum Cmd {
     Ci(ci::CiArgs),
     /// The whole pipeline end to end: emulator, data, train, image, deploy, events, checks, teardown.
     E2e(e2e::E2eArgs),
+    /// Retrain and ship: validate, train, evaluate (quality gate), register, deploy, smoke, promote; resumable.
+    Pipeline(pipeline::PipelineArgs),
     /// Build an artifact: `build lambda` makes the static bootstrap binary.
     Build(build::BuildArgs),
     /// Build the Lambda container image, or push it to the environment's registry.
@@ -74,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench(args) => args.run(&ctx).await,
         Cmd::Ci(args) => args.run(&ctx).await,
         Cmd::E2e(args) => args.run(&ctx).await,
+        Cmd::Pipeline(args) => args.run(&ctx).await,
         Cmd::Build(args) => args.run(&ctx).await,
         Cmd::Image(args) => args.run(&ctx).await,
         Cmd::Runs(args) => args.run(&ctx).await,

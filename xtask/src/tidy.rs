@@ -157,6 +157,36 @@ mod tests {
     }
 
     #[test]
+    fn retrain_workflow_is_scheduled_and_drift_triggered() {
+        let wfs = workflows();
+        let wf = &wfs
+            .iter()
+            .find(|w| w.0 == "retrain.yml")
+            .expect("retrain.yml")
+            .1;
+        let on = key(wf, "on").expect("retrain.yml has triggers");
+        let cron = key(on, "schedule")
+            .and_then(Value::as_sequence)
+            .and_then(|s| s.first())
+            .and_then(|c| key(c, "cron"))
+            .and_then(Value::as_str)
+            .expect("a cron schedule");
+        assert_eq!(cron.split_whitespace().count(), 5, "cron `{cron}`");
+        let runs = all_runs(wf);
+        for needle in ["monitor", "pipeline", "--if-drift", "--resume"] {
+            assert!(runs.contains(needle), "retrain.yml does not run `{needle}`");
+        }
+        let jobs = key(wf, "jobs").unwrap();
+        let retrain = key(jobs, "retrain").expect("a retrain job");
+        assert_eq!(needs(retrain), ["monitor"]);
+        let text = read(".github/workflows/retrain.yml");
+        assert!(
+            !text.contains("aws-access-key-id"),
+            "OIDC, no long-lived keys"
+        );
+    }
+
+    #[test]
     fn cd_workflow_uses_oidc_and_gates_prod_behind_an_environment() {
         let wfs = workflows();
         let cd = &wfs.iter().find(|w| w.0 == "cd.yml").expect("cd.yml").1;

@@ -456,6 +456,22 @@ impl Tracker {
         })
     }
 
+    /// Attaches a file to a run: an MLflow artifact at `rel`; the local store keeps the files
+    /// beside its runs itself, so there it does nothing and returns false.
+    pub async fn attach(&self, run_id: &str, rel: &str, bytes: &[u8]) -> anyhow::Result<bool> {
+        match self {
+            Self::Mlflow(t) => {
+                let run = t.client.get_run(run_id).await?;
+                t.client
+                    .upload_artifact(&run.info.artifact_uri, rel, bytes)
+                    .await
+                    .with_context(|| format!("attach {rel} to MLflow run {run_id}"))?;
+                Ok(true)
+            }
+            Self::Local(_) => Ok(false),
+        }
+    }
+
     /// Which store this is.
     pub fn kind(&self) -> TrackerKind {
         match self {

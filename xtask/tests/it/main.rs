@@ -20,4 +20,5 @@ mod monitor_data;
 mod monitor_golden;
 mod monitor_pg;
 mod monitor_real;
+mod pipeline;
 mod tracking;
