@@ -100,6 +100,8 @@ pub struct Ctx {
     /// The local run store's directory, instead of `TAXI_RUNS_DIR` or `<root>/runs` (tests and
     /// callers that keep their own store).
     pub runs_dir: Option<PathBuf>,
+    /// An MLflow server, instead of `MLFLOW_TRACKING_URI` (tests and callers with their own).
+    pub tracking_uri: Option<String>,
 }
 
 impl Ctx {
@@ -116,6 +118,7 @@ impl Ctx {
             root,
             cache: cache_dir(),
             runs_dir: None,
+            tracking_uri: None,
         })
     }
 

@@ -396,6 +396,9 @@ impl Settings {
         if let Some(dir) = &ctx.runs_dir {
             s.runs_dir = dir.clone();
         }
+        if let Some(uri) = &ctx.tracking_uri {
+            s.tracking_uri = Some(uri.clone());
+        }
         Ok(s)
     }
 

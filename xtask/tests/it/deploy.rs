@@ -40,6 +40,7 @@ pub(crate) fn ctx_for(env: &str) -> Ctx {
         root,
         cache: std::env::temp_dir().join("taxi-duration-xtask-tests"),
         runs_dir: Some(std::env::temp_dir().join(format!("taxi-duration-runs-{sfx}"))),
+        tracking_uri: None,
     }
 }
 

@@ -272,3 +272,48 @@ async fn the_quality_gate_stops_a_worse_model_before_deploying() {
 
     teardown(&ctx).await.unwrap();
 }
+
+#[tokio::test]
+async fn with_mlflow_the_run_and_the_pipeline_record_are_kept_there() {
+    let mut ctx = ctx_for("stg");
+    ctx.tracking_uri = Some(crate::mlflow::mlflow().uri.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = months(&dir);
+    let image = image_for(&ctx).await;
+
+    let r = args(&train, &val, &image).execute(&ctx).await.unwrap();
+    assert_eq!(r.status, PipelineStatus::Succeeded, "{r}");
+    let run = r.run_id.clone().unwrap();
+
+    // Read back through MLflow's own REST API: the run, its alias, and the record attached to it.
+    let http = reqwest::Client::new();
+    let base = &crate::mlflow::mlflow().uri;
+    let got: serde_json::Value = http
+        .get(format!("{base}/api/2.0/mlflow/runs/get?run_id={run}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["run"]["info"]["run_id"], run.as_str());
+    let staged = tracking::resolve_model(&ctx, &ModelSpec::Alias(tracking::STAGING.into()))
+        .await
+        .unwrap();
+    assert_eq!(staged.run_id.as_deref(), Some(run.as_str()));
+    let record = http
+        .get(format!(
+            "{base}/get-artifact?path=pipeline/{}.json&run_uuid={run}",
+            r.id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(record.status().is_success(), "{}", record.status());
+    let kept: PipelineRecord = record.json().await.unwrap();
+    assert_eq!(kept.id, r.id);
+    assert_eq!(kept.status, PipelineStatus::Succeeded);
+    assert_eq!(kept.steps.len(), STEPS.len());
+
+    teardown(&ctx).await.unwrap();
+}
