@@ -275,7 +275,18 @@ mod tests {
     #[test]
     fn configuration_files_parse() {
         let deny: toml::Table = toml::from_str(&read("deny.toml")).expect("deny.toml");
-        assert!(deny.contains_key("licenses") && deny.contains_key("bans"));
+        for section in ["advisories", "licenses", "bans", "sources"] {
+            assert!(deny.contains_key(section), "deny.toml has no [{section}]");
+        }
+        assert!(
+            deny["bans"].get("multiple-versions").is_some(),
+            "deny.toml says what duplicate versions do"
+        );
+        // The check that runs it: the `deny` step of `cargo xtask ci` and the workflow's deny job.
+        let ci = crate::ci::steps(true);
+        let step = ci.iter().find(|(n, _)| *n == "deny").expect("a deny step");
+        assert_eq!(step.1.first(), Some(&"deny"));
+        assert!(read(".github/workflows/ci.yml").contains("cargo-deny-action"));
         let _: toml::Table = toml::from_str(&read("rustfmt.toml")).expect("rustfmt.toml");
         let _: toml::Table = toml::from_str(&read("clippy.toml")).expect("clippy.toml");
         let pre: Value = serde_yaml::from_str(&read(".pre-commit-config.yaml"))
