@@ -19,7 +19,7 @@ use crate::config::{DeadLetter, Target};
 use crate::ctx::{Ctx, LocalState};
 use crate::deploy::{DeployArgs, deploy, ensure_foundation};
 use crate::image::ImageOptions;
-use crate::invoke::{FunctionArgs, ModelArgs, local_host};
+use crate::invoke::{FunctionArgs, ModelArgs};
 use crate::train::TrainArgs;
 
 /// Run the whole pipeline end to end.
@@ -350,15 +350,7 @@ impl E2eArgs {
                     image: container.then(|| local_image.clone()),
                     bootstrap: None,
                 };
-                let host = local_host(ctx, &args).await?;
-                let opts = crate::esm::DrainOptions::new(crate::local::checkpoint_dir(&ctx.cache));
-                let drained = crate::esm::drain(&ctx.aws().await?, &host, &opts).await;
-                host.shutdown().await;
-                let drained = drained?;
-                ensure!(
-                    drained.records_to_destination == 0 && drained.records_discarded == 0,
-                    "records were given up on: {drained}"
-                );
+                let drained = crate::esm::drain_with_local_function(ctx, &args).await?;
                 Ok(((), drained.to_string()))
             })
             .await?;

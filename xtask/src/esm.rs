@@ -189,6 +189,25 @@ impl DrainOptions {
     }
 }
 
+/// Runs the environment's function locally (a container or a process, under the Runtime API
+/// emulator) and drains its mappings through it, as Lambda's poller would; an error when any
+/// record was given up on (sent to the on-failure destination or discarded).
+pub async fn drain_with_local_function(
+    ctx: &crate::ctx::Ctx,
+    args: &crate::invoke::FunctionArgs,
+) -> anyhow::Result<DrainReport> {
+    let host = crate::invoke::local_host(ctx, args).await?;
+    let opts = DrainOptions::new(crate::local::checkpoint_dir(&ctx.cache));
+    let drained = drain(&ctx.aws().await?, &host, &opts).await;
+    host.shutdown().await;
+    let drained = drained?;
+    anyhow::ensure!(
+        drained.records_to_destination == 0 && drained.records_discarded == 0,
+        "records were given up on: {drained}"
+    );
+    Ok(drained)
+}
+
 /// What a drain did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct DrainReport {

@@ -27,7 +27,7 @@ use crate::config::DeadLetter;
 use crate::ctx::Ctx;
 use crate::deploy::{DeployArgs, alias_for_env, deploy};
 use crate::e2e::{Event, Expect, put_events, read_stream};
-use crate::invoke::{FunctionArgs, ModelArgs, local_host};
+use crate::invoke::{FunctionArgs, ModelArgs};
 use crate::stack::ServiceOutputs;
 use crate::tracking::{self, GateError, ModelSpec, Tracker};
 use crate::train::TrainArgs;
@@ -1232,15 +1232,9 @@ async fn smoke(
             image: deployed.local_image.clone().filter(|_| container),
             bootstrap: None,
         };
-        let host = local_host(ctx, &args).await?;
-        let opts = crate::esm::DrainOptions::new(crate::local::checkpoint_dir(&ctx.cache));
-        let drained = crate::esm::drain(&ctx.aws().await?, &host, &opts).await;
-        host.shutdown().await;
-        let drained = drained?;
-        ensure!(
-            drained.records_to_destination == 0 && drained.records_discarded == 0,
-            "the smoke rides were given up on: {drained}"
-        );
+        crate::esm::drain_with_local_function(ctx, &args)
+            .await
+            .context("run the smoke rides through the function")?;
     }
 
     let kinesis = aws_sdk_kinesis::Client::new(&ctx.aws().await?);
