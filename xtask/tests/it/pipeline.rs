@@ -317,3 +317,65 @@ async fn with_mlflow_the_run_and_the_pipeline_record_are_kept_there() {
 
     teardown(&ctx).await.unwrap();
 }
+
+#[tokio::test]
+async fn network_failures_are_retried_and_service_errors_are_not() {
+    use std::time::Duration;
+    use xtask::pipeline::{is_transient, with_retries};
+    let ctx = ctx_for("dev");
+
+    // A server that starts answering only after a while: the first tries are refused.
+    let port = crate::moto::free_port();
+    let server = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "up" }));
+        axum::serve(listener, app).await.unwrap();
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+    let (got, tries) = with_retries(&ctx, "get", 5, Duration::from_millis(100), async || {
+        Ok(reqwest::get(&url).await?.text().await?)
+    })
+    .await;
+    assert_eq!(got.unwrap(), "up");
+    assert!(tries >= 2, "{tries} tries");
+    server.abort();
+
+    // The AWS SDK: a closed port is transient; a missing bucket on a live moto is not.
+    let closed = xtask::ctx::aws_config_for(
+        "us-east-1",
+        Some(&format!("http://127.0.0.1:{}", crate::moto::free_port())),
+    )
+    .await
+    .unwrap();
+    let err = xtask::ctx::s3_client(&closed)
+        .head_bucket()
+        .bucket("any")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(is_transient(
+        &anyhow::Error::new(err).context("head bucket")
+    ));
+    let sdk = ctx.aws().await.unwrap();
+    let err = xtask::ctx::s3_client(&sdk)
+        .get_object()
+        .bucket("no-such-bucket-for-this-test")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!is_transient(
+        &anyhow::Error::new(err).context("get object")
+    ));
+
+    // A permanent failure is tried once.
+    let (r, tries) = with_retries(&ctx, "bad", 3, Duration::from_millis(1), async || {
+        anyhow::Result::<()>::Err(anyhow::anyhow!("no such file: x.parquet"))
+    })
+    .await;
+    assert!(r.is_err());
+    assert_eq!(tries, 1);
+}
