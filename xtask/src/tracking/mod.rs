@@ -641,7 +641,7 @@ pub async fn resolve_model(ctx: &Ctx, spec: &ModelSpec) -> anyhow::Result<Resolv
 pub enum GateError {
     /// The candidate is worse than production by more than the margin.
     #[error(
-        "candidate model {candidate_version} has validation RMSE {candidate_rmse:.4}, worse than production model \
+        "candidate model {candidate_version} has validation RMSE {candidate_rmse:.4}, worse than the current model \
          {current_version}'s {current_rmse:.4} by more than {:.1} % (limit {limit:.4}): train a better model, or pass \
          --force to promote it anyway", margin * 100.0
     )]
