@@ -379,3 +379,50 @@ async fn network_failures_are_retried_and_service_errors_are_not() {
     assert!(r.is_err());
     assert_eq!(tries, 1);
 }
+
+/// A `cargo xtask monitor --window day --report DIR` summary of `current` against the reference.
+async fn monitor_summary(
+    ctx: &Ctx,
+    f: &crate::monitor_data::Files,
+    current: &Path,
+    name: &str,
+) -> PathBuf {
+    let mut a = crate::monitor_data::args(&f.reference, current);
+    a.window = Some(xtask::monitor::Window::Day);
+    let dir = f.dir.path().join(name);
+    a.report = Some(dir.clone());
+    // An alert is an error (exit code 3 on the CLI); the summary is written either way.
+    let _ = a.run(ctx).await;
+    dir.join("summary.json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_drift_runs_the_pipeline_only_when_drift_fired() {
+    let ctx = ctx_for("dev");
+    let f = crate::monitor_data::files();
+    let steady = monitor_summary(&ctx, &f, &f.steady, "steady").await;
+    let drifting = monitor_summary(&ctx, &f, &f.drifting, "drifting").await;
+    let missing = f.dir.path().join("no-such-month.parquet");
+    let run_if = |report: &Path| PipelineArgs {
+        train: vec![missing.clone()],
+        val: vec![f.reference.clone()],
+        if_drift: Some(report.to_path_buf()),
+        ..Default::default()
+    };
+
+    // No drift: nothing runs, and the CLI exits 0.
+    let r = run_if(&steady).execute(&ctx).await.unwrap();
+    assert_eq!(r.status, PipelineStatus::NoDrift, "{r}");
+    assert!(r.steps.is_empty());
+    assert!(!r.drift.as_ref().unwrap().fired);
+    run_if(&steady).run(&ctx).await.unwrap();
+
+    // Drift: the pipeline starts, and its first step names the file that is not there.
+    let r = run_if(&drifting).execute(&ctx).await.unwrap();
+    assert!(r.drift.as_ref().unwrap().fired, "{r}");
+    assert_eq!(r.status, PipelineStatus::Failed);
+    let validate = r.step("validate").unwrap();
+    assert_eq!(validate.status, StepStatus::Failed);
+    let error = validate.error.as_deref().unwrap();
+    assert!(error.contains("no-such-month.parquet"), "{error}");
+}
