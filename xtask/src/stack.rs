@@ -877,9 +877,15 @@ pub async fn execute_or_roll_back(
         match restore(ctx, cf, env, before).await {
             Ok(how) => how,
             Err(restore_err) => {
+                // moto cannot undo a function whose creation failed: its stack stays unreadable.
+                let emulator = if ctx.endpoint().ok().flatten().is_some() {
+                    "; on the local emulator, `cargo xtask local reset` starts it afresh"
+                } else {
+                    ""
+                };
                 return Err(failure.context(format!(
                     "and rolling back failed too ({restore_err:#}): inspect stack {} and run `cargo xtask deploy --env {}` \
-                     again, or `cargo xtask teardown --env {}`",
+                     again, or `cargo xtask teardown --env {}`{emulator}",
                     plan.stack, env.name, env.name
                 )));
             }
