@@ -211,6 +211,18 @@ impl PipelineArgs {
             );
         }
         let inputs = self.inputs(previous.as_ref().map(|p| &p.inputs))?;
+        // Prod is confirmed once, up front, not after training (deploy would ask again).
+        let confirmed;
+        let ctx = if ctx.env.name == "prod" && !ctx.dry_run {
+            ctx.confirm("retrain and deploy the service")?;
+            confirmed = Ctx {
+                yes: true,
+                ..ctx.clone()
+            };
+            &confirmed
+        } else {
+            ctx
+        };
         let now = now();
         let mut record = match &previous {
             Some(p) => PipelineRecord {
@@ -220,6 +232,7 @@ impl PipelineArgs {
                 inputs,
                 steps: Vec::new(),
                 error: None,
+                dry_run: ctx.dry_run,
                 ..p.clone()
             },
             None => PipelineRecord {
@@ -236,6 +249,7 @@ impl PipelineArgs {
                 drift: None,
                 path: None,
                 seconds: 0.0,
+                dry_run: ctx.dry_run,
             },
         };
         if let Some(report) = &self.if_drift {
@@ -361,7 +375,7 @@ pub enum StepStatus {
     /// Succeeded in an earlier attempt with the same inputs; not run again.
     Reused,
     Failed,
-    /// Nothing to do (promote in dev, which has no alias).
+    /// Nothing to do: promote in dev (no alias), or what a dry run leaves out.
     Skipped,
 }
 
@@ -413,6 +427,10 @@ pub struct PipelineRecord {
     /// Where the record is kept.
     pub path: Option<PathBuf>,
     pub seconds: f64,
+    /// `--dry-run`: validated, trained and evaluated; the deploy's change set shown; nothing
+    /// recorded or changed. Resuming it runs the rest for real.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl PipelineRecord {
@@ -448,8 +466,13 @@ impl fmt::Display for PipelineRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "pipeline {} ({}, attempt {}): {} in {:.1} s",
-            self.id, self.env, self.attempts, self.status, self.seconds
+            "pipeline {} ({}, attempt {}): {}{} in {:.1} s",
+            self.id,
+            self.env,
+            self.attempts,
+            self.status,
+            if self.dry_run { " (dry run)" } else { "" },
+            self.seconds
         )?;
         if let Some(run) = &self.run_id {
             writeln!(f, "run       {run}")?;
@@ -777,6 +800,37 @@ impl Runner<'_> {
         }
     }
 
+    /// Records a step that has nothing to do.
+    async fn skip(&mut self, name: &str, detail: String) -> anyhow::Result<()> {
+        let at = now();
+        self.record.steps.push(StepRecord {
+            name: name.into(),
+            status: StepStatus::Skipped,
+            started: at.clone(),
+            ended: at,
+            seconds: 0.0,
+            attempts: 0,
+            fingerprint: String::new(),
+            outputs: Value::Null,
+            detail,
+            error: None,
+        });
+        self.save().await
+    }
+
+    /// The deploy flags the pipeline's inputs give; the model is the caller's.
+    fn deploy_args(&self, inputs: &Inputs) -> DeployArgs {
+        DeployArgs {
+            image_uri: inputs.image_uri.clone(),
+            keep_image: inputs.keep_image,
+            debug_image: inputs.debug_image,
+            force: inputs.force,
+            // The pipeline promotes after the smoke test, not deploy.
+            no_promote: true,
+            ..Default::default()
+        }
+    }
+
     /// Ends the run: the status from the outcome, the record saved.
     async fn finish(&mut self, outcome: anyhow::Result<()>) -> PipelineRecord {
         self.record.status = match &outcome {
@@ -920,6 +974,30 @@ impl Runner<'_> {
             )
             .await?;
 
+        // A dry run stops here: nothing is recorded, the deploy only shows its change set.
+        if ctx.dry_run {
+            let plan = deploy(
+                ctx,
+                &DeployArgs {
+                    model_file: Some(trained.artifact.clone()),
+                    ..self.deploy_args(&inputs)
+                },
+            )
+            .await
+            .context("dry run of the deploy")?;
+            for name in ["register", "deploy", "smoke", "promote"] {
+                let detail = match name {
+                    "deploy" => format!(
+                        "dry run: {} change set(s) shown, nothing changed",
+                        plan.plans.len()
+                    ),
+                    _ => "dry run".to_string(),
+                };
+                self.skip(name, detail).await?;
+            }
+            return Ok(());
+        }
+
         // 4. Register the run and its model.
         // The artifact's bytes, metrics included: the same coefficients validated on other rides
         // are another run.
@@ -957,12 +1035,7 @@ impl Runner<'_> {
         // 5. Deploy that run.
         let deploy_args = DeployArgs {
             model: Some(format!("run:{}", run.run_id)),
-            image_uri: inputs.image_uri.clone(),
-            keep_image: inputs.keep_image,
-            debug_image: inputs.debug_image,
-            force: inputs.force,
-            no_promote: true,
-            ..Default::default()
+            ..self.deploy_args(&inputs)
         };
         let deploy_inputs = json!({
             "run": run.run_id,
@@ -1023,20 +1096,11 @@ impl Runner<'_> {
         // 7. Promote: the environment's alias moves to the run.
         match alias_for_env(&ctx.env.name) {
             None => {
-                let at = now();
-                self.record.steps.push(StepRecord {
-                    name: "promote".into(),
-                    status: StepStatus::Skipped,
-                    started: at.clone(),
-                    ended: at,
-                    seconds: 0.0,
-                    attempts: 0,
-                    fingerprint: String::new(),
-                    outputs: Value::Null,
-                    detail: format!("`{}` has no alias to move", ctx.env.name),
-                    error: None,
-                });
-                self.save().await?;
+                self.skip(
+                    "promote",
+                    format!("`{}` has no alias to move", ctx.env.name),
+                )
+                .await?;
             }
             Some(alias) => {
                 let promote_inputs = json!({"alias": alias, "run": run.run_id});

@@ -426,3 +426,83 @@ async fn if_drift_runs_the_pipeline_only_when_drift_fired() {
     let error = validate.error.as_deref().unwrap();
     assert!(error.contains("no-such-month.parquet"), "{error}");
 }
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing_and_resuming_it_ships() {
+    let ctx = ctx_for("dev");
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = months(&dir);
+    let image = image_for(&ctx).await;
+
+    let mut dry = ctx.clone();
+    dry.dry_run = true;
+    let r = args(&train, &val, &image).execute(&dry).await.unwrap();
+    assert!(r.dry_run);
+    assert_eq!(r.status, PipelineStatus::Succeeded, "{r}");
+    assert_eq!(
+        statuses(&r),
+        [
+            ("validate", StepStatus::Succeeded),
+            ("train", StepStatus::Succeeded),
+            ("evaluate", StepStatus::Succeeded),
+            ("register", StepStatus::Skipped),
+            ("deploy", StepStatus::Skipped),
+            ("smoke", StepStatus::Skipped),
+            ("promote", StepStatus::Skipped),
+        ]
+    );
+    assert!(r.run_id.is_none());
+    let sdk = ctx.aws().await.unwrap();
+    let out = xtask::stack::service_outputs(&sdk, &ctx.env)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.function_name.is_none(),
+        "a dry run deployed the function"
+    );
+    let runs = tracking::Tracker::from_ctx(&ctx)
+        .unwrap()
+        .list(10)
+        .await
+        .unwrap();
+    assert!(runs.is_empty(), "a dry run recorded a run");
+
+    // Resumed for real: what the dry run did is reused, the rest runs.
+    let real = PipelineArgs {
+        resume: Some(r.id.clone()),
+        retry_base_ms: 10,
+        ..Default::default()
+    }
+    .execute(&ctx)
+    .await
+    .unwrap();
+    assert_eq!(real.status, PipelineStatus::Succeeded, "{real}");
+    assert!(!real.dry_run);
+    assert_eq!(real.step("train").unwrap().status, StepStatus::Reused);
+    assert_eq!(real.step("deploy").unwrap().status, StepStatus::Succeeded);
+    assert_eq!(
+        function_env(&ctx).await["RUN_ID"],
+        real.run_id.clone().unwrap()
+    );
+
+    teardown(&ctx).await.unwrap();
+}
+
+#[tokio::test]
+async fn prod_asks_before_it_starts() {
+    let mut ctx = ctx_for("prod");
+    ctx.yes = false;
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = months(&dir);
+    let err = args(&train, &val, "unused:tag")
+        .execute(&ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--yes"), "{err}");
+    assert!(
+        !pipelines_dir(&ctx).unwrap().exists(),
+        "a refused pipeline left a record"
+    );
+}
