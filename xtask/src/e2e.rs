@@ -532,6 +532,17 @@ pub async fn read_stream(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    read_stream_since(kinesis, stream, None).await
+}
+
+/// The records of every shard of `stream` that arrived at `since` or later (`None`: all the
+/// stream holds), as (partition key, data).
+pub async fn read_stream_since(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    since: Option<aws_smithy_types::DateTime>,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
     let shards = kinesis
         .list_shards()
         .stream_name(stream)
@@ -544,7 +555,11 @@ pub async fn read_stream(
             .get_shard_iterator()
             .stream_name(stream)
             .shard_id(shard.shard_id())
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .shard_iterator_type(match since {
+                Some(_) => ShardIteratorType::AtTimestamp,
+                None => ShardIteratorType::TrimHorizon,
+            })
+            .set_timestamp(since)
             .send()
             .await?
             .shard_iterator()

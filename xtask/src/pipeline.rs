@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::config::DeadLetter;
 use crate::ctx::Ctx;
 use crate::deploy::{DeployArgs, alias_for_env, deploy};
-use crate::e2e::{Event, Expect, put_events, read_stream};
+use crate::e2e::{Event, Expect, put_events, read_stream_since};
 use crate::invoke::{FunctionArgs, ModelArgs};
 use crate::stack::ServiceOutputs;
 use crate::tracking::{self, GateError, ModelSpec, Tracker};
@@ -1276,6 +1276,9 @@ async fn smoke(
         });
     }
     let out = &deployed.outputs;
+    // Predictions are read from a little before the put on (clocks differ), not from the start
+    // of a stream that may hold a day of traffic.
+    let since = aws_smithy_types::DateTime::from_secs(chrono::Utc::now().timestamp() - 60);
     put_events(ctx, &out.input_stream, &events).await?;
 
     // On an emulator the toolkit is Lambda's poller and runs the function; on AWS, Lambda does.
@@ -1310,7 +1313,7 @@ async fn smoke(
         };
     let mut got: BTreeMap<String, f64> = BTreeMap::new();
     loop {
-        for (_, data) in read_stream(&kinesis, &out.output_stream).await? {
+        for (_, data) in read_stream_since(&kinesis, &out.output_stream, Some(since)).await? {
             let Ok(v) = serde_json::from_slice::<Value>(&data) else {
                 continue;
             };
@@ -1328,7 +1331,7 @@ async fn smoke(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     if got.len() < expected.len() {
-        let reasons = dead_letter_reasons(ctx, &kinesis, &out.dead_letter, &prefix).await;
+        let reasons = dead_letter_reasons(&kinesis, &out.dead_letter, &prefix, since).await;
         bail!(
             "{} of {n} smoke rides got no prediction on {}{}: check the function's logs",
             n - got.len(),
@@ -1361,15 +1364,15 @@ async fn smoke(
 
 /// The dead-letter reasons of smoke rides, to name why they got no prediction.
 async fn dead_letter_reasons(
-    _ctx: &Ctx,
     kinesis: &aws_sdk_kinesis::Client,
     dead_letter: &str,
     prefix: &str,
+    since: aws_smithy_types::DateTime,
 ) -> Vec<String> {
     let Ok(DeadLetter::Kinesis(stream)) = DeadLetter::parse(dead_letter) else {
         return Vec::new();
     };
-    let Ok(records) = read_stream(kinesis, &stream).await else {
+    let Ok(records) = read_stream_since(kinesis, &stream, Some(since)).await else {
         return Vec::new();
     };
     records
