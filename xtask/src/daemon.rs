@@ -40,15 +40,7 @@ pub fn spawn_detached(cmd: &mut Command, log: &Path) -> anyhow::Result<u32> {
 /// True when `pid` is a live (not zombie) process whose command line contains `needle`.
 /// Guards against killing an unrelated process that reused a recorded pid.
 pub fn is_running(pid: u32, needle: &str) -> bool {
-    reap(pid);
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the parenthesised command name, which may itself contain spaces.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    if state == Some("Z") || state == Some("X") {
+    if exited(pid) {
         return false;
     }
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -77,16 +69,18 @@ pub fn stop(pid: u32, needle: &str, grace: Duration) -> anyhow::Result<bool> {
         return Ok(false);
     }
     signal(pid, libc::SIGTERM)?;
+    // Gone or a zombie, not merely a cleared command line: an exiting process drops its memory
+    // (and /proc/<pid>/cmdline reads empty) before it is a zombie.
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if !is_running(pid, needle) {
+        if exited(pid) {
             return Ok(true);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     signal(pid, libc::SIGKILL)?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while is_running(pid, needle) {
+    while !exited(pid) {
         anyhow::ensure!(
             Instant::now() < deadline,
             "process {pid} ({needle}) survived SIGKILL"
@@ -94,6 +88,19 @@ pub fn stop(pid: u32, needle: &str, grace: Duration) -> anyhow::Result<bool> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(true)
+}
+
+/// True when `pid` is gone or a zombie (reaped first when it is our child).
+fn exited(pid: u32) -> bool {
+    reap(pid);
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the parenthesised command name, which may itself contain spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some("Z") | Some("X"))
 }
 
 fn signal(pid: u32, sig: libc::c_int) -> anyhow::Result<()> {
