@@ -161,6 +161,12 @@ impl Ctx {
         }
     }
 
+    /// True when the environment is served by an emulator (moto, LocalStack): the toolkit then
+    /// stands in for what the emulator lacks (Lambda's poller, ECR's copy of pushed images).
+    pub fn on_emulator(&self) -> anyhow::Result<bool> {
+        Ok(self.endpoint()?.is_some())
+    }
+
     /// The shared AWS configuration: the standard chain, with the environment's region and,
     /// on an emulator, its endpoint (and dummy credentials when none are set).
     pub async fn aws(&self) -> anyhow::Result<SdkConfig> {

@@ -280,7 +280,9 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
     plans.extend(foundation);
     // What the stack runs now, to put back if the change fails (a first deploy's second phase
     // included: a failed function leaves the bucket and repository as they were).
-    let before = stack::snapshot(&cf, &ctx.env.stack_name).await?;
+    let before = stack::snapshot(&cf, &ctx.env.stack_name)
+        .await?
+        .with_context(|| format!("stack {} vanished while deploying", ctx.env.stack_name))?;
 
     let model = place_model(ctx, &sdk, &outputs, args, candidate.as_ref()).await?;
     if gate.is_none()
@@ -318,14 +320,7 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> anyhow::Result<DeployReport
         stack::discard(&cf, &plan).await?;
         DeployStatus::Planned
     } else {
-        match &before {
-            Some(before) => {
-                stack::execute_or_roll_back(ctx, &cf, &ctx.env, &plan, before).await?;
-            }
-            None => {
-                stack::execute(ctx, &cf, &plan).await?;
-            }
-        }
+        stack::execute_or_roll_back(ctx, &cf, &plan, &before).await?;
         if existed {
             DeployStatus::Updated
         } else {
@@ -415,20 +410,14 @@ pub async fn resolve_candidate(
         };
     }
     if let Some(path) = &args.model_file {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("read model file {}", path.display()))?;
-        let found = tracking::ResolvedModel::from_bytes(
-            bytes,
-            None,
-            None,
-            format!("file {}", path.display()),
-        )
-        .with_context(|| {
-            format!(
-                "{} is not a valid model artifact (train one with `cargo xtask train`)",
-                path.display()
-            )
-        })?;
+        let found = tracking::resolve_model(ctx, &ModelSpec::File(path.clone()))
+            .await
+            .with_context(|| {
+                format!(
+                    "{} is not a valid model artifact (train one with `cargo xtask train`)",
+                    path.display()
+                )
+            })?;
         return Ok((Some(found), args));
     }
     Ok((None, args))
@@ -478,25 +467,12 @@ pub async fn current_model(ctx: &Ctx) -> anyhow::Result<Option<tracking::Resolve
     let Some(out) = stack::service_outputs(&sdk, &ctx.env).await? else {
         return Ok(None);
     };
-    let reference = match (&out.model_location, &out.run_id) {
-        (Some(loc), _) if loc.starts_with("s3://") => {
-            let (bucket, key) = parse_s3(loc)?;
-            ModelRef {
-                bucket,
-                key,
-                run_id: out.run_id.clone(),
-                uploaded: false,
-            }
-        }
-        (None, Some(run)) => ModelRef {
-            bucket: out.model_bucket.clone(),
-            key: out.model_key(run),
-            run_id: Some(run.clone()),
-            uploaded: false,
-        },
-        _ => return Ok(None),
-    };
-    fetch_uploaded(&sdk, &reference)
+    if out.run_id.is_none() && out.model_location.is_none() {
+        return Ok(None);
+    }
+    // No model flags: the deployed model, as a deploy that keeps it finds it.
+    let deployed = place_model(ctx, &sdk, &out, &DeployArgs::default(), None).await?;
+    fetch_uploaded(&sdk, &deployed.reference)
         .await
         .map(Some)
         .with_context(|| format!("read the model `{}` runs now", ctx.env.name))
@@ -552,18 +528,6 @@ pub fn parse_s3(uri: &str) -> anyhow::Result<(String, String)> {
         Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_string(), k.to_string())),
         _ => bail!("{uri} names no object: write s3://<bucket>/<key>"),
     }
-}
-
-/// Uploads `--model-file`, or checks that `--run-id` / `--model-location` exist, or keeps the
-/// deployed model. The artifact is verified (format, checksum) before it is uploaded.
-pub async fn resolve_model(
-    ctx: &Ctx,
-    sdk: &aws_config::SdkConfig,
-    outputs: &ServiceOutputs,
-    args: &DeployArgs,
-) -> anyhow::Result<ResolvedModel> {
-    let (candidate, args) = resolve_candidate(ctx, &args.resolved()?).await?;
-    place_model(ctx, sdk, outputs, &args, candidate.as_ref()).await
 }
 
 /// Uploads `candidate` (once: an upload with the same checksum is kept) under its run id, or

@@ -245,11 +245,15 @@ impl E2eArgs {
                 let (summary, artifact) = train_args.train(ctx)?;
                 // Recorded like `cargo xtask train` records it (MLflow or the local run store):
                 // deploy takes the model from there, and e2e stages it once it passed.
-                let bytes = std::fs::read(&summary.artifact)
-                    .with_context(|| format!("read back {}", summary.artifact.display()))?;
-                let params = BTreeMap::from([("source".to_string(), "e2e".to_string())]);
-                let run =
-                    crate::tracking::record_training_run(ctx, &artifact, &bytes, &params).await?;
+                let run = crate::tracking::record_artifact_file(
+                    ctx,
+                    &artifact,
+                    &summary.artifact,
+                    &train,
+                    &val,
+                    &[("source", "e2e")],
+                )
+                .await?;
                 let detail = format!(
                     "{} rows, {} features, val RMSE {:.4}, run {} ({})",
                     summary.train_kept,

@@ -1075,12 +1075,11 @@ pub async fn publish(
 ) -> anyhow::Result<PublishedImage> {
     let built = build_image(ctx, opts).await?;
     let pushed = ensure_pushed(ctx, &built).await?;
-    let uri = match ctx.env.target {
-        Target::Local => {
-            register_in_emulator_ecr(ctx, &pushed, repository_name, &built.tag).await?;
-            format!("{repository_uri}:{}", built.tag)
-        }
-        Target::Aws => pushed.uri_with_digest.clone(),
+    let uri = if ctx.on_emulator()? {
+        register_in_emulator_ecr(ctx, &pushed, repository_name, &built.tag).await?;
+        format!("{repository_uri}:{}", built.tag)
+    } else {
+        pushed.uri_with_digest.clone()
     };
     Ok(PublishedImage {
         uri,

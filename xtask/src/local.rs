@@ -489,12 +489,12 @@ pub async fn moto_healthy(endpoint: &str) -> bool {
     matches!(http().get(url).send().await, Ok(r) if r.status().is_success())
 }
 
-/// True when anything answers HTTP at `endpoint`.
 /// The folder of Python start-up patches for moto, put on the server's PYTHONPATH.
 pub fn moto_patches(root: &Path) -> PathBuf {
     root.join("tools").join("moto-patches")
 }
 
+/// True when anything answers HTTP at `endpoint`.
 async fn answers(endpoint: &str) -> bool {
     http().get(endpoint).send().await.is_ok()
 }

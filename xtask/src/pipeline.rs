@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use model::data::{CleanOptions, expand_paths, read_trips, sha256_file};
+use model::data::{CleanOptions, Trips, expand_paths, read_trips, sha256_file};
 use model::{Artifact, Model, Ride};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,7 @@ use crate::ctx::Ctx;
 use crate::deploy::{DeployArgs, alias_for_env, deploy};
 use crate::e2e::{Event, Expect, put_events, read_stream_since};
 use crate::invoke::{FunctionArgs, ModelArgs};
+use crate::monitor::DriftCheck;
 use crate::stack::ServiceOutputs;
 use crate::tracking::{self, GateError, ModelSpec, Tracker};
 use crate::train::TrainArgs;
@@ -38,6 +40,8 @@ pub const STEPS: [&str; 7] = [
 ];
 
 const DEFAULT_FEATURES: &str = "pu_do,trip_distance";
+const TRAINING: &str = "training";
+const VALIDATION: &str = "validation";
 const DEFAULT_MIN_ROWS: usize = 1000;
 const DEFAULT_SMOKE_RIDES: usize = 5;
 
@@ -88,7 +92,7 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "PIPELINE_ID")]
     pub resume: Option<String>,
     /// Run only when this `cargo xtask monitor --output json` summary (or its --report
-    /// summary.json) says that drift fired.
+    /// summary.json) says that drift fired (a dataset- or prediction-drift alert).
     #[arg(long, value_name = "REPORT.json")]
     pub if_drift: Option<PathBuf>,
     /// Retries per step for transient failures (network, throttling).
@@ -115,6 +119,21 @@ pub struct Inputs {
     pub debug_image: bool,
     pub no_container: bool,
     pub force: bool,
+}
+
+impl Inputs {
+    /// The deploy flags these inputs give; the model is the caller's.
+    fn deploy_args(&self) -> DeployArgs {
+        DeployArgs {
+            image_uri: self.image_uri.clone(),
+            keep_image: self.keep_image,
+            debug_image: self.debug_image,
+            force: self.force,
+            // The pipeline promotes after the smoke test, not deploy.
+            no_promote: true,
+            ..Default::default()
+        }
+    }
 }
 
 impl PipelineArgs {
@@ -253,7 +272,7 @@ impl PipelineArgs {
             },
         };
         if let Some(report) = &self.if_drift {
-            let drift = drift_fired(report)?;
+            let drift = crate::monitor::drift_in_summary(report)?;
             record.drift = Some(drift.clone());
             if !drift.fired {
                 ctx.note(format!(
@@ -281,65 +300,8 @@ impl PipelineArgs {
             started: Instant::now(),
         };
         let outcome = runner.steps().await;
-        let mut record = runner.finish(outcome).await;
-        record.seconds = runner.started.elapsed().as_secs_f64();
-        Ok(record)
+        Ok(runner.finish(outcome).await)
     }
-}
-
-/// Whether a monitoring summary says that drift fired.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DriftCheck {
-    pub report: String,
-    pub fired: bool,
-    pub detail: String,
-}
-
-/// Reads a `cargo xtask monitor` summary: drift fired when the whole period or any window
-/// shows dataset drift, or a `dataset_drift` alert.
-pub fn drift_fired(path: &Path) -> anyhow::Result<DriftCheck> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("read the monitoring report {}", path.display()))?;
-    let v: Value = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not JSON: pass the summary of `cargo xtask monitor --output json` (or its --report summary.json)",
-            path.display()
-        )
-    })?;
-    let Some(overall) = v
-        .get("overall")
-        .filter(|o| o.get("dataset_drift").is_some())
-    else {
-        bail!(
-            "{} is not a monitoring summary (no overall.dataset_drift): write one with `cargo xtask monitor ... --output json`",
-            path.display()
-        );
-    };
-    let drifted = |w: &Value| {
-        w["dataset_drift"].as_bool() == Some(true)
-            || w["alerts"].as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|x| x.as_str().or(x["kind"].as_str()) == Some("dataset_drift"))
-            })
-    };
-    let windows: Vec<&Value> = v["windows"]
-        .as_array()
-        .map(|w| w.iter().collect())
-        .unwrap_or_default();
-    let drifted_windows = windows.iter().filter(|w| drifted(w)).count();
-    let overall_drift = drifted(overall);
-    let share = overall["share_drifted_columns"].as_f64();
-    Ok(DriftCheck {
-        report: path.display().to_string(),
-        fired: overall_drift || drifted_windows > 0,
-        detail: format!(
-            "overall drift {overall_drift}{}, {drifted_windows} of {} windows drifted",
-            share
-                .map(|s| format!(" ({:.0} % of columns)", s * 100.0))
-                .unwrap_or_default(),
-            windows.len()
-        ),
-    })
 }
 
 /// How a pipeline ended.
@@ -635,8 +597,26 @@ struct Runner<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validated {
     pub files: Vec<FileCheck>,
-    pub train_kept: usize,
-    pub val_kept: usize,
+}
+
+impl Validated {
+    /// Rows kept after cleaning in the `training` or `validation` files.
+    pub fn kept(&self, set: &str) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.set == set)
+            .map(|f| f.kept)
+            .sum()
+    }
+
+    /// The checksums of the `training` or `validation` files.
+    fn checksums(&self, set: &str) -> Vec<&str> {
+        self.files
+            .iter()
+            .filter(|f| f.set == set)
+            .map(|f| f.sha256.as_str())
+            .collect()
+    }
 }
 
 /// One data file as the validate step read it.
@@ -694,9 +674,8 @@ pub struct Smoked {
 }
 
 impl Runner<'_> {
-    /// Saves the record, and attaches it to the MLflow run once there is one. A failure to
-    /// save locally is an error; an MLflow copy that fails is a note.
-    async fn save(&mut self) -> anyhow::Result<()> {
+    /// Saves the record locally (after every step: what `--resume` reads).
+    async fn save(&mut self) -> anyhow::Result<Vec<u8>> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("create {}", self.dir.display()))?;
         let path = self.dir.join(format!("{}.json", self.record.id));
@@ -707,18 +686,7 @@ impl Runner<'_> {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, &bytes).with_context(|| format!("write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
-        if let Some(run) = &self.record.run_id
-            && let Ok(tracker) = Tracker::from_ctx(self.ctx)
-        {
-            let rel = format!("pipeline/{}.json", self.record.id);
-            if let Err(e) = tracker.attach(run, &rel, &bytes).await {
-                self.ctx.note(format!(
-                    "warning: the pipeline record is kept at {}, but not in MLflow: {e:#}",
-                    path.display()
-                ));
-            }
-        }
-        Ok(())
+        Ok(bytes)
     }
 
     /// Runs one step: reused when it succeeded before with the same fingerprint (and `still_valid`
@@ -760,44 +728,33 @@ impl Runner<'_> {
                 (r, fp, tries)
             }
         };
-        let (status, outputs, detail, error, value) = match result {
-            Ok((value, detail)) => (
-                StepStatus::Succeeded,
-                serde_json::to_value(&value)?,
-                detail,
-                None,
-                Some(value),
-            ),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                self.record.error = Some(format!("step {name}: {msg}"));
-                (
-                    StepStatus::Failed,
-                    Value::Null,
-                    String::new(),
-                    Some((msg, e)),
-                    None,
-                )
-            }
-        };
-        self.record.steps.push(StepRecord {
+        let mut record = StepRecord {
             name: name.into(),
-            status,
+            status: StepStatus::Succeeded,
             started,
             ended: now(),
             seconds: clock.elapsed().as_secs_f64(),
             attempts,
             fingerprint,
-            outputs,
-            detail,
-            error: error.as_ref().map(|(m, _)| m.clone()),
-        });
+            outputs: Value::Null,
+            detail: String::new(),
+            error: None,
+        };
+        let result = match result {
+            Ok((value, detail)) => {
+                record.outputs = serde_json::to_value(&value)?;
+                record.detail = detail;
+                Ok(value)
+            }
+            Err(e) => {
+                record.status = StepStatus::Failed;
+                record.error = Some(format!("{e:#}"));
+                Err(e.context(format!("pipeline step `{name}` failed")))
+            }
+        };
+        self.record.steps.push(record);
         self.save().await?;
-        match (value, error) {
-            (Some(v), _) => Ok(v),
-            (None, Some((_, e))) => Err(e.context(format!("pipeline step `{name}` failed"))),
-            (None, None) => unreachable!("a step either succeeds or fails"),
-        }
+        result
     }
 
     /// Records a step that has nothing to do.
@@ -815,20 +772,7 @@ impl Runner<'_> {
             detail,
             error: None,
         });
-        self.save().await
-    }
-
-    /// The deploy flags the pipeline's inputs give; the model is the caller's.
-    fn deploy_args(&self, inputs: &Inputs) -> DeployArgs {
-        DeployArgs {
-            image_uri: inputs.image_uri.clone(),
-            keep_image: inputs.keep_image,
-            debug_image: inputs.debug_image,
-            force: inputs.force,
-            // The pipeline promotes after the smoke test, not deploy.
-            no_promote: true,
-            ..Default::default()
-        }
+        self.save().await.map(drop)
     }
 
     /// Ends the run: the status from the outcome, the record saved.
@@ -843,10 +787,26 @@ impl Runner<'_> {
         if let Err(e) = &outcome {
             self.record.error = Some(format!("{e:#}"));
         }
-        if let Err(e) = self.save().await {
-            self.ctx.note(format!(
+        match self.save().await {
+            Err(e) => self.ctx.note(format!(
                 "warning: the pipeline record could not be saved: {e:#}"
-            ));
+            )),
+            // The final record goes to the MLflow run too, once there is one (a no-op for the
+            // local store, which keeps it beside its runs).
+            Ok(bytes) => {
+                if let Some(run) = &self.record.run_id {
+                    let rel = format!("pipeline/{}.json", self.record.id);
+                    let attached = match Tracker::from_ctx(self.ctx) {
+                        Ok(tracker) => tracker.attach(run, &rel, &bytes).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = attached {
+                        self.ctx.note(format!(
+                            "warning: the pipeline record is kept locally, but not in MLflow: {e:#}"
+                        ));
+                    }
+                }
+            }
         }
         self.record.clone()
     }
@@ -880,8 +840,8 @@ impl Runner<'_> {
                     let detail = format!(
                         "{} files; {} training rows, {} validation rows usable",
                         v.files.len(),
-                        v.train_kept,
-                        v.val_kept
+                        v.kept(TRAINING),
+                        v.kept(VALIDATION)
                     );
                     Ok((v, detail))
                 },
@@ -945,31 +905,43 @@ impl Runner<'_> {
             async || crate::deploy::current_model(ctx).await,
         )
         .await;
-        let current = current.map_err(|e| {
-            e.context(format!(
-                "read the model `{}` runs now ({tries} tries)",
-                ctx.env.name
-            ))
-        });
         let margin = ctx.env.promotion_margin;
-        let eval_inputs = current.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).map(|c| {
-            json!({
-                "candidate": trained.version,
-                "current": c.as_ref().map(|c| c.artifact.version.clone()),
-                "val": validated.files.iter().filter(|f| f.set == "validation").map(|f| &f.sha256).collect::<Vec<_>>(),
-                "margin": margin,
-                "force": inputs.force,
+        let (eval_inputs, current) = match current {
+            Ok(current) => (
+                Ok(json!({
+                    "candidate": trained.version,
+                    "current": current.as_ref().map(|c| c.artifact.version.clone()),
+                    "val": validated.checksums(VALIDATION),
+                    "margin": margin,
+                    "force": inputs.force,
+                })),
+                current,
+            ),
+            Err(e) => (
+                Err(e.context(format!(
+                    "read the model `{}` runs now ({tries} tries)",
+                    ctx.env.name
+                ))),
+                None,
+            ),
+        };
+        // The validation rides, read once for evaluate and smoke (when either runs).
+        let val_trips = tokio::sync::OnceCell::<Arc<Trips>>::new();
+        let load_val = || {
+            val_trips.get_or_try_init(|| async {
+                let (val, c) = (inputs.val.clone(), clean);
+                blocking(move || Ok(Arc::new(read_trips(&val, &c)?.0))).await
             })
-        });
-        let current = current.ok().flatten();
+        };
         let _evaluated: Evaluated = self
             .step(
                 "evaluate",
                 eval_inputs,
                 |_| true,
                 async || {
-                    let (a, c, i) = (candidate.clone(), current.clone(), inputs.clone());
-                    blocking(move || evaluate(&a, c.as_ref(), &i, &clean, margin)).await
+                    let trips = Arc::clone(load_val().await?);
+                    let (a, c, force) = (candidate.clone(), current.clone(), inputs.force);
+                    blocking(move || evaluate(&a, c.as_ref(), &trips, force, margin)).await
                 },
             )
             .await?;
@@ -980,7 +952,7 @@ impl Runner<'_> {
                 ctx,
                 &DeployArgs {
                     model_file: Some(trained.artifact.clone()),
-                    ..self.deploy_args(&inputs)
+                    ..inputs.deploy_args()
                 },
             )
             .await
@@ -1010,21 +982,15 @@ impl Runner<'_> {
                 register_inputs,
                 |_| true,
                 async || {
-                    let bytes = std::fs::read(&trained.artifact)
-                        .with_context(|| format!("read {}", trained.artifact.display()))?;
-                    let paths = |p: &[PathBuf]| {
-                        p.iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    };
-                    let params = BTreeMap::from([
-                        ("pipeline".to_string(), id.clone()),
-                        ("train_paths".to_string(), paths(&inputs.train)),
-                        ("val_paths".to_string(), paths(&inputs.val)),
-                    ]);
-                    let run =
-                        tracking::record_training_run(ctx, &candidate, &bytes, &params).await?;
+                    let run = tracking::record_artifact_file(
+                        ctx,
+                        &candidate,
+                        &trained.artifact,
+                        &inputs.train,
+                        &inputs.val,
+                        &[("pipeline", &id)],
+                    )
+                    .await?;
                     let detail = run.to_string().replace('\n', ";");
                     Ok((run, detail))
                 },
@@ -1035,7 +1001,7 @@ impl Runner<'_> {
         // 5. Deploy that run.
         let deploy_args = DeployArgs {
             model: Some(format!("run:{}", run.run_id)),
-            ..self.deploy_args(&inputs)
+            ..inputs.deploy_args()
         };
         let deploy_inputs = json!({
             "run": run.run_id,
@@ -1083,7 +1049,8 @@ impl Runner<'_> {
                 Ok(smoke_inputs),
                 |_| true,
                 async || {
-                    let s = smoke(ctx, &id, &inputs, &clean, &model, &deployed).await?;
+                    let trips = load_val().await?;
+                    let s = smoke(ctx, &id, &inputs, trips, &model, &deployed).await?;
                     let detail = format!(
                         "{} of {} rides predicted as offline (max error {:.1e}), function as {}",
                         s.predicted, s.rides, s.max_abs_error, s.function_mode
@@ -1124,14 +1091,10 @@ impl Runner<'_> {
 
 /// Reads every file on its own, so an error names the file.
 fn validate(inputs: &Inputs, clean: &CleanOptions) -> anyhow::Result<Validated> {
-    let mut out = Validated {
-        files: Vec::new(),
-        train_kept: 0,
-        val_kept: 0,
-    };
-    for (set, paths) in [("training", &inputs.train), ("validation", &inputs.val)] {
+    let mut out = Validated { files: Vec::new() };
+    for (set, paths) in [(TRAINING, &inputs.train), (VALIDATION, &inputs.val)] {
         for path in expand_paths(paths)? {
-            let (_, report) = read_trips(std::slice::from_ref(&path), clean)?;
+            let (_, mut report) = read_trips(std::slice::from_ref(&path), clean)?;
             ensure!(
                 report.rows_read > 0,
                 "{set} file {} has no rows: download the month again, or leave it out",
@@ -1146,24 +1109,24 @@ fn validate(inputs: &Inputs, clean: &CleanOptions) -> anyhow::Result<Validated> 
                 clean.min_minutes,
                 clean.max_minutes
             );
-            if set == "training" {
-                out.train_kept += report.rows_kept;
-            } else {
-                out.val_kept += report.rows_kept;
-            }
+            // read_trips checksummed the file it read.
+            let read = report
+                .files
+                .pop()
+                .context("read_trips reports the file it read")?;
             out.files.push(FileCheck {
                 set: set.into(),
                 path: path.display().to_string(),
-                sha256: sha256_file(&path)?,
+                sha256: read.sha256,
                 rows: report.rows_read,
                 kept: report.rows_kept,
             });
         }
     }
     ensure!(
-        out.train_kept >= inputs.min_rows,
+        out.kept(TRAINING) >= inputs.min_rows,
         "the training files have {} usable rows, fewer than --min-rows {}: add months, or lower --min-rows",
-        out.train_kept,
+        out.kept(TRAINING),
         inputs.min_rows
     );
     Ok(out)
@@ -1174,15 +1137,14 @@ fn validate(inputs: &Inputs, clean: &CleanOptions) -> anyhow::Result<Validated> 
 fn evaluate(
     candidate: &Artifact,
     current: Option<&tracking::ResolvedModel>,
-    inputs: &Inputs,
-    clean: &CleanOptions,
+    trips: &Trips,
+    force: bool,
     margin: f64,
 ) -> anyhow::Result<(Evaluated, String)> {
-    let (trips, _) = read_trips(&inputs.val, clean)?;
     let metrics = |a: &Artifact| -> anyhow::Result<model::Metrics> {
         Ok(model::train::evaluate(
             &Model::from_artifact(a.clone())?,
-            &trips,
+            trips,
         ))
     };
     let on_these = |a: &Artifact, m: model::Metrics| {
@@ -1201,7 +1163,7 @@ fn evaluate(
             );
             match gate {
                 Ok(()) => "pass",
-                Err(e) if inputs.force => {
+                Err(e) if force => {
                     tracing::warn!("quality gate overridden by --force: {e}");
                     "forced"
                 }
@@ -1242,12 +1204,10 @@ async fn smoke(
     ctx: &Ctx,
     pipeline: &str,
     inputs: &Inputs,
-    clean: &CleanOptions,
+    trips: &Trips,
     model: &Model,
     deployed: &Deployed,
 ) -> anyhow::Result<Smoked> {
-    let (val, c) = (inputs.val.clone(), *clean);
-    let (trips, _) = blocking(move || Ok(read_trips(&val, &c)?)).await?;
     ensure!(
         !trips.is_empty(),
         "the validation data has no rides to send"
@@ -1282,7 +1242,7 @@ async fn smoke(
     put_events(ctx, &out.input_stream, &events).await?;
 
     // On an emulator the toolkit is Lambda's poller and runs the function; on AWS, Lambda does.
-    let hosted = ctx.endpoint()?.is_some();
+    let hosted = ctx.on_emulator()?;
     let mut mode = "AWS Lambda".to_string();
     if hosted {
         let container = !inputs.no_container
@@ -1459,31 +1419,5 @@ mod tests {
         assert!(is_transient(
             &anyhow::Error::new(refused).context("put records")
         ));
-    }
-
-    #[test]
-    fn drift_is_read_from_a_monitoring_summary() {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, v: Value| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, v.to_string()).unwrap();
-            p
-        };
-        let calm = write(
-            "calm.json",
-            json!({"overall": {"dataset_drift": false, "share_drifted_columns": 0.0, "alerts": []}, "windows": []}),
-        );
-        assert!(!drift_fired(&calm).unwrap().fired);
-        let window = write(
-            "window.json",
-            json!({"overall": {"dataset_drift": false, "alerts": []},
-                   "windows": [{"dataset_drift": false}, {"dataset_drift": true}]}),
-        );
-        let d = drift_fired(&window).unwrap();
-        assert!(d.fired);
-        assert!(d.detail.contains("1 of 2 windows"), "{}", d.detail);
-        let other = write("other.json", json!({"rmse": 3.0}));
-        let err = drift_fired(&other).unwrap_err().to_string();
-        assert!(err.contains("not a monitoring summary"), "{err}");
     }
 }

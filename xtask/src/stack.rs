@@ -836,8 +836,7 @@ pub async fn snapshot(cf: &Cfn, stack: &str) -> anyhow::Result<Option<Snapshot>>
 }
 
 /// How a failed update ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RolledBack {
     /// CloudFormation rolled the stack back itself (`UPDATE_ROLLBACK_COMPLETE`).
     ByCloudFormation,
@@ -855,10 +854,10 @@ pub enum RolledBack {
 pub async fn execute_or_roll_back(
     ctx: &Ctx,
     cf: &Cfn,
-    env: &EnvConfig,
     plan: &Plan,
     before: &Snapshot,
 ) -> anyhow::Result<Outcome> {
+    let env = &ctx.env;
     let failure = match execute(ctx, cf, plan).await {
         Ok(outcome) => return Ok(outcome),
         Err(e) => e,
@@ -874,11 +873,11 @@ pub async fn execute_or_roll_back(
             "the change failed and stack {} is {status}: applying its previous template and parameters again",
             plan.stack
         ));
-        match restore(ctx, cf, env, before).await {
+        match restore(ctx, cf, before).await {
             Ok(how) => how,
             Err(restore_err) => {
                 // moto cannot undo a function whose creation failed: its stack stays unreadable.
-                let emulator = if ctx.endpoint().ok().flatten().is_some() {
+                let emulator = if ctx.on_emulator().unwrap_or(false) {
                     "; on the local emulator, `cargo xtask local reset` starts it afresh"
                 } else {
                     ""
@@ -904,13 +903,8 @@ pub async fn execute_or_roll_back(
 }
 
 /// Applies `before` again; `NothingChanged` when the stack already matches it.
-async fn restore(
-    ctx: &Ctx,
-    cf: &Cfn,
-    env: &EnvConfig,
-    before: &Snapshot,
-) -> anyhow::Result<RolledBack> {
-    let plan = create_change_set(cf, env, &before.template, &before.parameters).await?;
+async fn restore(ctx: &Ctx, cf: &Cfn, before: &Snapshot) -> anyhow::Result<RolledBack> {
+    let plan = create_change_set(cf, &ctx.env, &before.template, &before.parameters).await?;
     if plan.is_empty() {
         return Ok(RolledBack::NothingChanged);
     }

@@ -1,6 +1,5 @@
 //! `cargo xtask train`: read, clean, fit, evaluate and write a versioned model artifact.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,7 +11,7 @@ use model::{Artifact, FeatureSpec};
 use serde::Serialize;
 
 use crate::ctx::Ctx;
-use crate::tracking::{RunRecord, record_training_run};
+use crate::tracking::{RunRecord, record_artifact_file};
 use crate::util::git_commit;
 
 /// Train the ride-duration model.
@@ -124,26 +123,21 @@ impl TrainArgs {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let (mut summary, artifact) = self.train(ctx)?;
         // Track the exact bytes on disk, so the run's artifact is the file deploy would upload.
-        let bytes = std::fs::read(&summary.artifact)
-            .with_context(|| format!("read back {}", summary.artifact.display()))?;
-        let paths = |p: &[PathBuf]| {
-            p.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let params = BTreeMap::from([
-            ("train_paths".to_string(), paths(&self.train)),
-            ("val_paths".to_string(), paths(&self.val)),
-        ]);
-        let run = record_training_run(ctx, &artifact, &bytes, &params)
-            .await
-            .with_context(|| {
-                format!(
-                    "the artifact is written to {}, but tracking failed",
-                    summary.artifact.display()
-                )
-            })?;
+        let run = record_artifact_file(
+            ctx,
+            &artifact,
+            &summary.artifact,
+            &self.train,
+            &self.val,
+            &[],
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "the artifact is written to {}, but tracking failed",
+                summary.artifact.display()
+            )
+        })?;
         summary.run = Some(run);
         ctx.emit(&summary)
     }

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat};
 use clap::{Args, ValueEnum};
 use polars::prelude::{DataType, LazyFrame, PlRefPath, ScanArgsParquet, TimeUnit, col};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ctx::Ctx;
 use stats::{ColumnKind, Drift};
@@ -84,7 +84,7 @@ pub struct MonitorArgs {
 }
 
 /// Window length for `--window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Window {
     /// Calendar hours of pickup time.
@@ -292,7 +292,7 @@ pub struct Thresholds {
 }
 
 /// What fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// At least the configured share of columns drifted.
@@ -435,6 +435,77 @@ impl Summary {
             Some(_) => self.windows.iter().collect(),
         }
     }
+}
+
+/// Whether a written summary says that drift fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftCheck {
+    /// The summary read.
+    pub report: String,
+    /// A dataset- or prediction-drift alert fired in a window alerts are judged on.
+    pub fired: bool,
+    /// Which windows drifted, in words.
+    pub detail: String,
+}
+
+/// Reads a summary `cargo xtask monitor` wrote (`--output json`, or `--report`'s summary.json)
+/// and says whether drift fired, judged as the run judged it ([`Summary::judged`]): a
+/// dataset- or prediction-drift alert in the whole period, or with `--window` in any window.
+/// Missing values alone are not drift.
+pub fn drift_in_summary(path: &Path) -> anyhow::Result<DriftCheck> {
+    /// The part of a [`Summary`] that says what fired.
+    #[derive(Deserialize)]
+    struct Written {
+        window: Option<Window>,
+        overall: Judged,
+        #[serde(default)]
+        windows: Vec<Judged>,
+    }
+    #[derive(Deserialize)]
+    struct Judged {
+        start: String,
+        alerts: Vec<AlertKind>,
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read the monitoring summary {}", path.display()))?;
+    let s: Written = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a monitoring summary: write one with `cargo xtask monitor ... --output json` (or --report DIR)",
+            path.display()
+        )
+    })?;
+    let drifted = |w: &&Judged| {
+        w.alerts
+            .iter()
+            .any(|a| matches!(a, AlertKind::DatasetDrift | AlertKind::PredictionDrift))
+    };
+    let (fired, detail) = match s.window {
+        None => {
+            let fired = drifted(&&s.overall);
+            (fired, format!("the whole period: drift {fired}"))
+        }
+        Some(w) => {
+            let hit: Vec<&Judged> = s.windows.iter().filter(drifted).collect();
+            let first = hit
+                .first()
+                .map(|j| format!(", the first from {}", j.start))
+                .unwrap_or_default();
+            (
+                !hit.is_empty(),
+                format!(
+                    "{} of {} windows drifted (by {}){first}",
+                    hit.len(),
+                    s.windows.len(),
+                    w.name()
+                ),
+            )
+        }
+    };
+    Ok(DriftCheck {
+        report: path.display().to_string(),
+        fired,
+        detail,
+    })
 }
 
 /// Formats microseconds since the epoch as RFC 3339.
@@ -878,6 +949,36 @@ impl fmt::Display for Summary {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn drift_is_read_from_a_monitoring_summary() {
+        use serde_json::{Value, json};
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, v: Value| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, v.to_string()).unwrap();
+            p
+        };
+        let window = |start: &str, alerts: Value| json!({"start": start, "alerts": alerts});
+        let calm = write(
+            "calm.json",
+            json!({"window": null, "overall": window("2022-02-01T00:00:00Z", json!([])), "windows": []}),
+        );
+        assert!(!drift_in_summary(&calm).unwrap().fired);
+        // Judged per window with --window; missing values alone are not drift.
+        let windows = write(
+            "window.json",
+            json!({"window": "day", "overall": window("2022-02-01T00:00:00Z", json!([])),
+                   "windows": [window("2022-02-01T00:00:00Z", json!(["missing_values"])),
+                               window("2022-02-02T00:00:00Z", json!(["dataset_drift"]))]}),
+        );
+        let d = drift_in_summary(&windows).unwrap();
+        assert!(d.fired);
+        assert!(d.detail.contains("1 of 2 windows"), "{}", d.detail);
+        let other = write("other.json", json!({"rmse": 3.0}));
+        let err = drift_in_summary(&other).unwrap_err().to_string();
+        assert!(err.contains("not a monitoring summary"), "{err}");
+    }
+
     use super::*;
 
     #[test]

@@ -616,6 +616,32 @@ pub async fn record_training_run(
         .with_context(|| format!("record the training run in the {} store", tracker.kind()))
 }
 
+/// Records the artifact file `path` (the exact bytes deploy would upload) as a training run,
+/// with the data it was trained and validated on and `extra` parameters. `cargo xtask train`,
+/// e2e and the pipeline call this.
+pub async fn record_artifact_file(
+    ctx: &Ctx,
+    artifact: &Artifact,
+    path: &std::path::Path,
+    train: &[PathBuf],
+    val: &[PathBuf],
+    extra: &[(&str, &str)],
+) -> anyhow::Result<RunRecord> {
+    let bytes = std::fs::read(path).with_context(|| format!("read back {}", path.display()))?;
+    let paths = |p: &[PathBuf]| {
+        p.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut params = BTreeMap::from([
+        ("train_paths".to_string(), paths(train)),
+        ("val_paths".to_string(), paths(val)),
+    ]);
+    params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    record_training_run(ctx, artifact, &bytes, &params).await
+}
+
 /// Points `alias` (e.g. [`STAGING`], [`PRODUCTION`]) at a run or registered version.
 pub async fn set_alias(ctx: &Ctx, alias: &str, target: &ModelSpec) -> anyhow::Result<AliasSet> {
     Tracker::from_ctx(ctx)?
